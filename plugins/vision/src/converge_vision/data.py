@@ -1,0 +1,95 @@
+"""The image classification data module: split, augment, batch; and the spec the task is built from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from converge.data.module import DataModule
+from converge.data.splits import stratified_split
+from converge.errors import ConfigError
+from converge_vision.sources import ImageSet
+
+_STATS_SAMPLE = 2000  # images used for the normalisation statistics (all of them for small sets)
+
+
+class _Subset(Dataset):
+    def __init__(self, source: ImageSet, indices: np.ndarray, transform: Callable | None = None) -> None:
+        self.source, self.indices, self.transform = source, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+        index = int(self.indices[position])
+        image = self.source.load(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.source.labels[index])
+
+
+class ImageClassificationData(DataModule):
+    """Images from `source`, split into train/val/test with fixed, stratified, seeded splits.
+
+    The test split is the source's own when it has one, else `test_fraction` of
+    every class; validation is `val_fraction` of the training split. Augmentations
+    are torchvision transforms v2 configs applied to training images only.
+    """
+
+    def __init__(self, source: Any, test_fraction: float = 0.2, val_fraction: float = 0.1, split_seed: int = 0,
+                 train_transforms: Sequence[Any] = (), **loader: Any) -> None:
+        super().__init__(**loader)
+        if not hasattr(source, "load"):
+            raise ConfigError(f"data.source must build an image source (with .load()), got {type(source).__name__}")
+        self.source = source
+        self.test_fraction, self.val_fraction, self.split_seed = test_fraction, val_fraction, split_seed
+        transforms = [instantiate(t) if isinstance(t, dict) else t for t in train_transforms]
+        self.train_transform = v2.Compose(transforms) if transforms else None
+        self._splits: dict[str, tuple[ImageSet, np.ndarray]] | None = None
+
+    def _split(self) -> dict[str, tuple[ImageSet, np.ndarray]]:
+        if self._splits is None:
+            images = self.source.load()
+            if images.test is not None:
+                train_idx, test = np.arange(len(images.labels)), (images.test, np.arange(len(images.test.labels)))
+            else:
+                train_idx, test_idx = stratified_split(images.labels, self.test_fraction, self.split_seed)
+                test = (images, test_idx)
+            keep, val = stratified_split(images.labels[train_idx], self.val_fraction, self.split_seed + 1)
+            self._splits = {"train": (images, train_idx[keep]), "val": (images, train_idx[val]), "test": test}
+        return self._splits
+
+    def spec(self) -> dict[str, Any]:
+        images, train_idx = self._split()["train"]
+        sample = train_idx[:: max(1, len(train_idx) // _STATS_SAMPLE)]
+        stack = torch.stack([images.load(int(i)) for i in sample])
+        return {
+            "class_names": images.class_names,
+            "num_classes": len(images.class_names),
+            "channels": int(stack.shape[1]),
+            "image_size": [int(stack.shape[2]), int(stack.shape[3])],
+            "mean": stack.mean(dim=(0, 2, 3)).tolist(),
+            "std": stack.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
+        }
+
+    def setup(self, stage: str | None = None) -> None:
+        self._split()
+
+    def _dataset(self, split: str, transform: Callable | None = None) -> _Subset:
+        images, indices = self._split()[split]
+        return _Subset(images, indices, transform)
+
+    def train_dataloader(self):
+        return self.loader(self._dataset("train", self.train_transform), train=True)
+
+    def val_dataloader(self):
+        return self.loader(self._dataset("val"), train=False)
+
+    def test_dataloader(self):
+        return self.loader(self._dataset("test"), train=False)

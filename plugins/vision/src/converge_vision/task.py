@@ -1,0 +1,54 @@
+"""Image classification: images in [0, 1] in, class logits out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from converge.task import TaskModule
+
+
+class ImageClassifier(TaskModule):
+    """A network from the `net` config over normalised images.
+
+    Normalisation is part of the model (buffers from the training split's
+    statistics), so an exported model takes plain [0, 1] pixels and cannot be
+    served with the wrong statistics.
+    """
+
+    monitor = "val/acc"
+    mode = "max"
+
+    def __init__(
+        self,
+        net: Mapping[str, Any],
+        spec: Mapping[str, Any],
+        optim: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(spec=spec, optim=optim, scheduler=scheduler, data=data)
+        self.net = instantiate(dict(net), in_channels=spec["channels"], num_classes=spec["num_classes"])
+        self.register_buffer("mean", torch.tensor(spec["mean"], dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(spec["std"], dtype=torch.float32).view(1, -1, 1, 1))
+        self.label_smoothing = label_smoothing
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net((images - self.mean) / self.std)
+
+    def build_metrics(self) -> MetricCollection:
+        classes = self.spec["num_classes"]
+        return MetricCollection({
+            "acc": MulticlassAccuracy(num_classes=classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes=classes, average="macro"),
+        })
+
+    def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, target, label_smoothing=self.label_smoothing)

@@ -1,0 +1,112 @@
+"""The vision plugin: conformance, its data sources and networks, on real digits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from converge_vision.models import SmallCNN, resnet18_small, torchvision_classifier
+from converge_vision.sources import Digits, ImageFolder
+from PIL import Image
+
+from converge.errors import DataError, UnknownNameError
+from converge.testing import PluginConformance, compose, run_cli
+
+
+class TestDigitsCNN(PluginConformance):
+    overrides = ["data=vision/digits", "model=vision/cnn"]
+
+
+class TestDigitsResNet(PluginConformance):
+    overrides = ["data=vision/digits", "model=vision/resnet18", "data.batch_size=16"]
+
+
+def test_digits_split_is_fixed_stratified_and_disjoint() -> None:
+    from converge_vision.data import ImageClassificationData
+
+    data = ImageClassificationData(source=Digits())
+    splits = data._split()
+    sizes = {name: len(indices) for name, (_, indices) in splits.items()}
+    assert sizes == {"train": 1293, "val": 144, "test": 360}  # sklearn-sized 80/20, then 10% val
+    everything = np.concatenate([indices for _, indices in splits.values()])
+    assert len(np.unique(everything)) == 1797
+    test_labels = splits["test"][0].labels[splits["test"][1]]
+    assert np.bincount(test_labels).min() >= 35  # every digit is in the test split, in proportion
+    spec = data.spec()
+    assert spec["num_classes"] == 10 and spec["channels"] == 1 and spec["image_size"] == [8, 8]
+
+
+@pytest.mark.parametrize("make", [lambda: SmallCNN(1, 10), lambda: resnet18_small(1, 10),
+                                  lambda: torchvision_classifier("mobilenet_v3_small", 1, 10)])
+def test_networks_map_images_to_logits(make) -> None:
+    net = make().eval()
+    assert net(torch.rand(3, 1, 32, 32)).shape == (3, 10)
+
+
+def test_unknown_torchvision_model_suggests_names() -> None:
+    with pytest.raises(UnknownNameError, match="Did you mean: resnet18"):
+        torchvision_classifier("resnet-18", 3, 10)
+
+
+def _image_tree(root: Path, classes: int = 3, per_class: int = 12, size: int = 20) -> Path:
+    rng = np.random.default_rng(0)
+    for label in range(classes):
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = (rng.random((size, size, 3)) * 80 + label * 60).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_image_folder_trains_through_the_cli(tmp_path: Path) -> None:
+    root = _image_tree(tmp_path / "images")
+    run_dir = tmp_path / "run"
+    done = run_cli(["train", "data=vision/image_folder", "model=vision/cnn", f"data.source.root={root}",
+                    "data.source.image_size=[16,16]", "data.num_workers=0", "debug=smoke",
+                    f"hydra.run.dir={run_dir}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["monitor"] == "val/acc" and "test/acc" in metrics["test"]
+
+
+def test_image_folder_errors_name_the_path(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="image folder not found"):
+        ImageFolder(str(tmp_path / "missing")).load()
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    with pytest.raises(DataError, match="no image files"):
+        ImageFolder(str(tmp_path / "empty")).load()
+    broken = _image_tree(tmp_path / "broken", classes=2, per_class=2)
+    (broken / "class_0" / "0.png").write_bytes(b"not a png")
+    images = ImageFolder(str(broken), image_size=(8, 8)).load()
+    with pytest.raises(DataError, match="0.png: cannot read this image"):
+        images.load(0)
+
+
+def test_missing_image_folder_is_one_clear_error_and_no_run_dir(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    done = run_cli(["train", "data=vision/image_folder", "model=vision/cnn",
+                    f"data.source.root={tmp_path / 'nowhere'}", f"hydra.run.dir={run_dir}"])
+    assert done.returncode == 2
+    assert "image folder not found" in done.stderr and "Traceback" not in done.stderr
+    assert not run_dir.exists()
+
+
+def test_mnist5k_is_fetched_verified_and_split(tmp_path: Path) -> None:
+    from converge_vision.data import ImageClassificationData
+    from converge_vision.sources import Mnist5k
+
+    data = ImageClassificationData(source=Mnist5k())
+    sizes = {name: len(indices) for name, (_, indices) in data._split().items()}
+    assert sizes == {"train": 3600, "val": 400, "test": 1000}
+    assert data.spec()["image_size"] == [28, 28]
+
+
+def test_experiments_compose() -> None:
+    for name in ("digits", "mnist5k"):
+        cfg = compose([f"experiment=vision/{name}"], output_dir="/tmp/unused")
+        assert cfg.task_name == f"vision-{name}"
+        assert cfg.data.train_transforms, "the experiments augment their training images"

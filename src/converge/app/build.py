@@ -1,0 +1,100 @@
+"""Turn a composed config into Lightning objects, with user errors made readable."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from converge import registry
+from converge.checkpoint import read_checkpoint
+from converge.data.module import DataModule
+from converge.errors import CheckpointError, ConfigError, ConvergeError, HardwareError
+from converge.plugin import resolve
+from converge.task import CHECKPOINT_KEY, TaskModule
+
+
+def instantiate_config(config: Any, what: str, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, with a converge error raised inside passed through and others named."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, ConvergeError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"cannot build the {what} from its config: {error}") from error
+
+
+def plain(config: Any) -> Any:
+    """A resolved plain-Python copy of a config node (what checkpoints may store)."""
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
+
+
+def build_datamodule(data: DictConfig) -> DataModule:
+    datamodule = instantiate_config(data, "data module", _convert_="all")
+    if not isinstance(datamodule, DataModule):
+        raise ConfigError(f"data config builds a {type(datamodule).__name__}, not a converge DataModule")
+    return datamodule
+
+
+def build_task(cfg: DictConfig, spec: Mapping[str, Any]) -> TaskModule:
+    """The task named by `cfg.model`, built from plain data only (so checkpoints stay weights-only)."""
+    task = instantiate_config(
+        cfg.model, "model", spec=dict(spec), optim=plain(cfg.optim), scheduler=plain(cfg.scheduler) or None,
+        data=plain(cfg.data), _recursive_=False, _convert_="all",
+    )
+    if not isinstance(task, TaskModule):
+        raise ConfigError(f"model config builds a {type(task).__name__}, not a converge TaskModule")
+    return task
+
+
+def load_task(path: Any) -> tuple[TaskModule, dict[str, Any]]:
+    """Rebuild a trained task from a checkpoint, through the plugin registry (never by unpickling)."""
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint.get(CHECKPOINT_KEY)
+    if not isinstance(meta, dict) or "task" not in meta:
+        raise CheckpointError(f"{path}: not written by converge (no '{CHECKPOINT_KEY}' entry)")
+    _, task = registry.find_task(meta["task"])
+    task_class = resolve(task.module)
+    model = task_class(**checkpoint["hyper_parameters"])
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model, checkpoint
+
+
+def build_callbacks(callbacks: DictConfig | None) -> list[pl.Callback]:
+    """Every non-null entry of the `callbacks` group (so `~callbacks.x` and `callbacks.x=null` remove one)."""
+    return [instantiate_config(node, f"callback '{name}'") for name, node in (callbacks or {}).items()
+            if node is not None]
+
+
+def build_loggers(logger: DictConfig | None) -> list[Any]:
+    return [instantiate_config(node, f"logger '{name}'") for name, node in (logger or {}).items()
+            if node is not None]
+
+
+def check_hardware(trainer: DictConfig) -> None:
+    """Refuse, in one sentence, hardware this machine does not have (before any process starts)."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda"):
+        available = torch.cuda.device_count()
+        devices = trainer.get("devices", 1)
+        wanted = devices if isinstance(devices, int) and devices > 0 else 1
+        if available < wanted:
+            raise HardwareError(
+                f"the hardware config asks for {wanted} GPU(s) (trainer.accelerator={accelerator}, "
+                f"trainer.devices={devices}) but this machine has {available}. "
+                f"Use hardware=cpu, hardware=ddp_cpu or hardware=auto."
+            )
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[Any]) -> pl.Trainer:
+    check_hardware(cfg.trainer)
+    return instantiate_config(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)

@@ -1,0 +1,47 @@
+"""`converge eval`: test a checkpoint on the test (or validation) split of its data set, or of another."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+from omegaconf import DictConfig, OmegaConf
+
+from converge.app.build import build_datamodule, build_loggers, build_trainer, load_task
+from converge.app.logs import configure_console
+from converge.app.run_dir import discard_if_untrained, write_json
+from converge.checkpoint import resolve_checkpoint
+from converge.errors import ConfigError
+
+log = logging.getLogger("converge")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    run_dir = Path(cfg.paths.output_dir)
+    try:
+        return _evaluate(cfg, run_dir)
+    except BaseException:
+        if pl.utilities.rank_zero_only.rank == 0:
+            discard_if_untrained(run_dir)
+        raise
+
+
+def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    if cfg.split not in ("test", "val"):
+        raise ConfigError(f"split must be test or val, got '{cfg.split}'")
+    configure_console()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    path = resolve_checkpoint(cfg.ckpt_path, cfg.paths.output_root, cfg.task_name)
+    task, checkpoint = load_task(path)
+    data = cfg.data if cfg.get("data") else OmegaConf.create(checkpoint["hyper_parameters"]["data"])
+    datamodule = build_datamodule(data)
+    trainer = build_trainer(cfg, callbacks=[], loggers=build_loggers(cfg.get("logger")))
+    run = trainer.test if cfg.split == "test" else trainer.validate
+    results = run(task, datamodule=datamodule)
+    metrics = {key: float(value) for key, value in (results[0] if results else {}).items()}
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", {"checkpoint": str(path), "epoch": checkpoint.get("epoch"),
+                                              "split": cfg.split, "metrics": metrics})
+        log.info("%s metrics of %s written to %s", cfg.split, path, run_dir / "metrics.json")
+    return metrics

@@ -1,0 +1,122 @@
+"""`converge train`: compose, fit, test the best checkpoint, write metrics.json."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from converge.app.build import build_callbacks, build_datamodule, build_loggers, build_task, build_trainer, plain
+from converge.app.logs import configure_console
+from converge.app.run_dir import discard_if_untrained, write_json
+from converge.checkpoint import read_checkpoint, resolve_checkpoint
+from converge.training.distributed import DDPStrategy
+
+log = logging.getLogger("converge")
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Run one training job; return the best monitored score (what a sweeper optimises)."""
+    run_dir = Path(cfg.paths.output_dir)
+    try:
+        return _train(cfg, run_dir)
+    except BaseException:
+        if pl.utilities.rank_zero_only.rank == 0 and discard_if_untrained(run_dir):
+            log.info("removed %s: the run failed before writing any checkpoint", run_dir)
+        raise
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> float | None:
+    started = time.perf_counter()
+    configure_console()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.ckpt_path:  # resolve `last` once, here, so every rank resumes the same file
+        path = resolve_checkpoint(cfg.ckpt_path, cfg.paths.output_root, cfg.task_name)
+        read_checkpoint(path)  # refuse a corrupt or unsafe file before anything starts
+        cfg.ckpt_path = str(path)
+
+    datamodule = build_datamodule(cfg.data)
+    task = build_task(cfg, datamodule.spec())
+    with open_dict(cfg):
+        cfg.monitor.metric = cfg.monitor.metric or task.monitor
+        cfg.monitor.mode = cfg.monitor.mode or task.mode
+    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks")), build_loggers(cfg.get("logger")))
+    if isinstance(trainer.strategy, DDPStrategy):
+        trainer.strategy.run_config = OmegaConf.to_container(cfg, resolve=True)
+
+    if cfg.ckpt_path:
+        log.info("resuming from %s", cfg.ckpt_path)
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        if trainer.interrupted:
+            return None
+        summary = _fit_summary(cfg, trainer)  # before test: testing a checkpoint restores callback states
+        if cfg.test_after_fit:
+            results = trainer.test(task, datamodule=datamodule, ckpt_path=summary["best"]["checkpoint"],
+                                   weights_only=True)
+            summary["test"] = {key: float(value) for key, value in (results[0] if results else {}).items()}
+    finally:
+        if isinstance(trainer.strategy, DDPStrategy):
+            trainer.strategy.end_world()
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    best_score = summary["best"]["score"]
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", summary)
+        _log_hparams(trainer, cfg, summary)
+        log.info("best %s = %s at epoch %s; metrics in %s", cfg.monitor.metric, best_score,
+                 summary["best"]["epoch"], run_dir / "metrics.json")
+    return best_score
+
+
+def _fit_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
+    savers = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    checkpoint = next((c for c in savers if c.monitor), None)
+    latest = next((c for c in savers if not c.monitor), None)
+    best_path = checkpoint.best_model_path if checkpoint else ""
+    score = checkpoint.best_model_score if checkpoint else None
+    stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+    return {
+        "task_name": cfg.task_name,
+        "monitor": cfg.monitor.metric,
+        "mode": cfg.monitor.mode,
+        "best": {
+            "score": float(score) if score is not None else None,
+            "epoch": read_checkpoint(Path(best_path))["epoch"] if best_path else None,
+            "checkpoint": best_path or None,
+        },
+        "last_checkpoint": (latest.best_model_path if latest else "") or None,
+        "epochs_trained": trainer.current_epoch,
+        "stopped_early": bool(stopper and stopper.stopped_epoch > 0),
+        "world_size": trainer.world_size,
+        "test": {},
+    }
+
+
+def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, summary: dict[str, Any]) -> None:
+    """The flat composed config with the final scores, so runs of a sweep compare in TensorBoard's HPARAMS tab."""
+    flat = {key: value for key, value in _flatten(plain(cfg)).items() if not key.startswith(("hydra", "paths"))}
+    metrics = {f"hparams/{key.replace('/', '_')}": value for key, value in summary["test"].items()}
+    if summary["best"]["score"] is not None:
+        metrics["hparams/best_" + summary["monitor"].replace("/", "_")] = summary["best"]["score"]
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(flat, metrics)
+        else:
+            logger.log_hyperparams(flat)
+        logger.finalize("success")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    value = node if isinstance(node, (int, float, str, bool)) or node is None else str(node)
+    return {prefix[:-1]: "null" if value is None else value}

@@ -1,0 +1,194 @@
+"""The `converge` command.
+
+Dispatches to Hydra for the commands that compose configs (train, eval) and
+answers the others (plugins, data) without importing torch or Lightning, so
+`converge --help` and `converge plugins` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from converge.errors import ConvergeError, UnknownNameError
+
+USAGE = """\
+usage: converge COMMAND [ARGS]
+
+Train, evaluate and inspect models composed from Hydra configs.
+
+commands:
+  train [OVERRIDES]          compose, train, test the best checkpoint, write the run directory
+                             e.g. converge train experiment=vision/digits optim.lr=3e-3
+  eval ckpt_path=PATH|last   evaluate a checkpoint on its test split (data=... for another data set)
+  plugins [--json]           registered plugins: tasks, configs and data sets
+  data list | fetch NAME     built-in data sets; fetch one into the cache, checksum-verified
+
+Hydra's flags work on train and eval: --cfg job, --info, -m (sweep), hydra/launcher=...
+Run `converge train --help` for the config groups and their options.
+"""
+
+_OVERRIDE = re.compile(r"^(\+\+|\+|~)?([A-Za-z_][\w/]*)(@[\w.]*)?=(.*)$")
+_EXTRA_PLUGINS = re.compile(r"^[+~]*plugins\.extra=(.*)$")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    command, rest = args[0], args[1:]
+    if command in ("-V", "--version"):
+        from importlib.metadata import version
+
+        print(f"converge {version('converge')}")
+        return 0
+    handlers: dict[str, Callable[[list[str]], int]] = {
+        "train": lambda a: _hydra_command("train", "converge.app.train:train", a),
+        "eval": lambda a: _hydra_command("eval", "converge.app.evaluate:evaluate", a),
+        "plugins": _plugins_command,
+        "data": _data_command,
+    }
+    try:
+        if command not in handlers:
+            raise UnknownNameError("command", command, handlers, hint="See `converge --help`.")
+        return handlers[command](rest)
+    except ConvergeError as error:
+        return _report(error)
+
+
+def _report(error: ConvergeError) -> int:
+    print(f"converge: error: {error}", file=sys.stderr)
+    return error.exit_code
+
+
+def run_reporting_errors(function: Callable[[], Any]) -> Any:
+    """Run a command body; a user error becomes its message and exit code 2 (even inside Hydra)."""
+    try:
+        return function()
+    except ConvergeError as error:
+        sys.stderr.flush()
+        raise SystemExit(_report(error)) from None
+
+
+# -- Hydra commands -----------------------------------------------------------------------------
+def _hydra_command(config_name: str, target: str, args: list[str]) -> int:
+    _export_extra_plugins(args)
+    _check_config_choices(args)
+    import hydra
+
+    from converge.plugin import resolve
+
+    started = False
+
+    def task(cfg: Any) -> Any:
+        nonlocal started
+        started = True
+        return run_reporting_errors(lambda: resolve(target)(cfg))
+
+    sys.argv = [sys.argv[0], *args]  # Hydra reads its overrides and flags from sys.argv
+    try:
+        hydra.main(version_base="1.3", config_path="pkg://converge.conf", config_name=config_name)(task)()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not started:
+            return 2  # Hydra printed why the config does not compose: a user error
+        raise
+    return 0
+
+
+def _export_extra_plugins(args: list[str]) -> None:
+    """`plugins.extra=[a.b,c]` must be known before Hydra builds its search path, and in every DDP rank."""
+    from converge.registry import EXTRA_PLUGINS_ENV
+
+    for arg in args:
+        match = _EXTRA_PLUGINS.match(arg)
+        if match:
+            modules = [m.strip(" '\"") for m in match.group(1).strip("[]").split(",") if m.strip(" '\"")]
+            known = [m for m in os.environ.get(EXTRA_PLUGINS_ENV, "").split(",") if m]
+            os.environ[EXTRA_PLUGINS_ENV] = ",".join(dict.fromkeys(known + modules))
+
+
+def _check_config_choices(args: list[str]) -> None:
+    """Answer `model=vision/cnnn` with suggestions before Hydra starts (sweeps: every value)."""
+    from converge.registry import config_options
+
+    options = config_options()
+    for arg in args:
+        match = _OVERRIDE.match(arg)
+        if not match or match.group(1) == "~" or match.group(2) not in options:
+            continue
+        group, value = match.group(2), match.group(4)
+        if "(" in value:  # sweep functions such as choice(...) / range(...): Hydra checks those
+            continue
+        for choice in (v.strip() for v in value.split(",")):
+            if choice and choice != "null" and choice not in options[group]:
+                raise UnknownNameError(f"{group} config", choice, options[group],
+                                       hint=f"Plugins add options under {group}/<plugin>/: see `converge plugins`.")
+
+
+# -- plugins and data ---------------------------------------------------------------------------
+def _plugins_command(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="converge plugins", description="List registered plugins.")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    options = parser.parse_args(args)
+    from converge import registry
+
+    report = []
+    for name, plugin in sorted(registry.plugins().items()):
+        report.append({
+            "name": name,
+            "source": registry.sources()[name],
+            "description": plugin.description,
+            "tasks": [{"name": t.name, "module": t.module, "description": t.description} for t in plugin.tasks],
+            "configs": plugin.config_options(),
+            "datasets": [{"name": d.name, "description": d.description, "licence": d.licence,
+                          "package": f"{d.package}=={d.version}"} for d in plugin.datasets],
+        })
+    if options.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    if not report:
+        print("no plugins registered: install one (pip install -e plugins/vision) or pass plugins.extra=[module]")
+    for entry in report:
+        print(f"{entry['name']}: {entry['description']}\n  from: {entry['source']}")
+        for task in entry["tasks"]:
+            print(f"  task       {task['name']} ({task['module']}): {task['description']}")
+        for group, names in entry["configs"].items():
+            print(f"  {group:<11}{', '.join(names)}")
+        for data in entry["datasets"]:
+            print(f"  data set   {data['name']}: {data['description']} [{data['licence']}; {data['package']}]")
+        print()
+    return 0
+
+
+def _data_command(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="converge data", description="Built-in data sets.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="data sets and whether they are cached")
+    fetch_parser = sub.add_parser("fetch", help="download into the cache and verify checksums")
+    fetch_parser.add_argument("name")
+    fetch_parser.add_argument("--force", action="store_true", help="download again even if cached")
+    options = parser.parse_args(args)
+    from converge import registry
+    from converge.data.fetch import data_dir, fetch
+
+    datasets = {d.name: d for plugin in registry.plugins().values() for d in plugin.datasets}
+    if options.action == "list":
+        for name, dataset in sorted(datasets.items()):
+            cached = "cached" if (data_dir() / name).is_dir() else "not cached"
+            print(f"{name:<16} {cached:<11} {dataset.description}")
+        return 0
+    name = options.name.rpartition("/")[2]
+    if name not in datasets:
+        raise UnknownNameError("data set", options.name, datasets)
+    print(fetch(datasets[name], force=options.force))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""DataModule: the LightningDataModule base of plugin data sets.
+
+Beyond Lightning's hooks it answers `spec()`: the plain-JSON facts a task is
+built from and an exported model is served with (class names, input shape,
+normalisation, vocabulary...). The app asks for it before training, so a data
+module computes it from the training split alone and identically on every rank.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, Dataset
+
+
+class DataModule(pl.LightningDataModule, ABC):
+    def __init__(self, batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,
+                 pin_memory: bool = False) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """Plain-JSON facts about the data that the task and the exported model need."""
+
+    def loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )

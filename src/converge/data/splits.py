@@ -1,0 +1,31 @@
+"""Reproducible splits. Validation is always carved from training data, never from test."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held_out): ceil(fraction * n) samples held out, every class in proportion.
+
+    Each class gives floor(fraction * its size); the few samples left to reach the
+    total go to the classes with the largest remainders (ties by label), so the
+    sizes match scikit-learn's stratified train_test_split. Members are drawn by
+    `seed`: the split is identical on every machine and rank.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"split fraction must be in [0, 1), got {fraction}")
+    labels = np.asarray(labels)
+    classes, sizes = np.unique(labels, return_counts=True)
+    exact = fraction * sizes
+    counts = np.floor(exact).astype(int)
+    missing = int(np.ceil(fraction * len(labels))) - counts.sum()
+    counts[np.argsort(-(exact - counts), kind="stable")[:missing]] += 1
+    rng = np.random.default_rng(seed)
+    held_out = []
+    for label, count in zip(classes, counts, strict=True):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        held_out.append(members[:count])
+    held = np.sort(np.concatenate(held_out)) if held_out else np.array([], dtype=int)
+    return np.setdiff1d(np.arange(len(labels)), held), held

@@ -1,0 +1,52 @@
+"""Errors a user can cause.
+
+Each one is rendered by the CLI as a single message and exit code 2, never as a
+traceback: the message must say what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConvergeError(Exception):
+    """Base of every error caused by user input (config, files, names, hardware)."""
+
+    exit_code = 2
+
+
+class ConfigError(ConvergeError):
+    """A composed config that cannot run (bad value, missing key, bad override)."""
+
+
+class UnknownNameError(ConvergeError):
+    """A name (plugin, config option, data set, task) that is not registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = "") -> None:
+        known = sorted(set(known))
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.7)
+        lines = [f"unknown {kind} '{name}'."]
+        if close:
+            lines.append(f"Did you mean: {', '.join(close)}?")
+        lines.append(f"Known: {', '.join(known) if known else '(none registered)'}")
+        if hint:
+            lines.append(hint)
+        super().__init__("\n".join(lines))
+        self.name, self.known, self.suggestions = name, known, close
+
+
+class PluginError(ConvergeError):
+    """A plugin that cannot be loaded, or two plugins that collide."""
+
+
+class CheckpointError(ConvergeError):
+    """A checkpoint that is missing, corrupt or not one of ours."""
+
+
+class DataError(ConvergeError):
+    """Data that is missing, corrupt, offline or malformed (names the file)."""
+
+
+class HardwareError(ConvergeError):
+    """Hardware asked for that this machine does not have."""

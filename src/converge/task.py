@@ -1,0 +1,103 @@
+"""TaskModule: the LightningModule every plugin task derives from.
+
+A task says how to run its network (`forward`, export-safe: tensors in,
+tensors out), its loss and its metrics; the base class does the rest the same
+way for every domain: the train/val/test steps and their logging under
+`train/`, `val/` and `test/`, the optimiser and LR schedule from config, and
+what a checkpoint must hold to be rebuilt later. Its constructor takes only
+plain data (configs, the data spec), never nn.Modules, so every checkpoint
+loads with `weights_only=True` (lightning-hydra-template #456, Lightning #11494).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import torch
+from torchmetrics import MetricCollection
+
+from converge.training.optimization import configure_optimizers
+
+CHECKPOINT_KEY = "converge"
+
+
+class TaskModule(pl.LightningModule, ABC):
+    """Base of plugin tasks.
+
+    Args:
+        spec: what the data module measured and the task needs to build itself and
+            to preprocess at inference (classes, shapes, normalisation, vocabulary), plain JSON.
+        optim: a partial optimiser config (the `optim` group).
+        scheduler: the `scheduler` group (None or empty for a constant LR).
+        data: the data config this task was trained on, kept so eval and export can rebuild it.
+    """
+
+    monitor: ClassVar[str] = "val/loss"  # the validation metric early stopping and checkpoints follow
+    mode: ClassVar[str] = "min"
+
+    def __init__(
+        self,
+        spec: Mapping[str, Any],
+        optim: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)  # collects the subclass's arguments too
+        self.spec = dict(spec)
+        metrics = self.build_metrics()
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    # -- what a task implements ---------------------------------------------------------------
+    @abstractmethod
+    def build_metrics(self) -> MetricCollection:
+        """The task's metrics (torchmetrics), logged as val/<name> and test/<name>."""
+
+    @abstractmethod
+    def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The training objective for the network's outputs."""
+
+    def split_batch(self, batch: Sequence[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """(model inputs, target) of a batch; by default the target is the last element."""
+        *inputs, target = batch
+        return tuple(inputs), target
+
+    # -- the shared loop ------------------------------------------------------------------------
+    def _shared_step(self, batch: Sequence[torch.Tensor], stage: str) -> torch.Tensor:
+        inputs, target = self.split_batch(batch)
+        outputs = self(*inputs)
+        loss = self.compute_loss(outputs, target)
+        size = len(target)
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+            return loss
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(outputs, target)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", sync_dist=True, batch_size=size)
+        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=size)
+        return loss
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        return configure_optimizers(self.hparams.optim, self.hparams.scheduler, self.parameters(), self.trainer)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    @classmethod
+    def import_path(cls) -> str:
+        return f"{cls.__module__}:{cls.__qualname__}"
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Which class to rebuild: `converge eval/export` resolve it through the plugin registry.
+        checkpoint[CHECKPOINT_KEY] = {"task": self.import_path()}

@@ -1,0 +1,32 @@
+"""Compose real configs (as `converge train` would) and run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+
+def compose(overrides: Sequence[str] = (), output_dir: str | Path | None = None,
+            config_name: str = "train") -> DictConfig:
+    """The composed config of `converge <config_name> <overrides>`, writing into `output_dir`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    extra = [f"paths.output_dir={output_dir}", f"paths.output_root={Path(output_dir).parent}"] if output_dir else []
+    with initialize_config_module(config_module="converge.conf", version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=[*overrides, *extra])
+
+
+def run_cli(args: Sequence[str], cwd: str | Path | None = None, env: Mapping[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `converge ARGS` in a fresh interpreter; returns the completed process (text output)."""
+    command = [sys.executable, "-m", "converge.cli", *args]
+    return subprocess.run(command, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)

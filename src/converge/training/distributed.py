@@ -1,0 +1,95 @@
+"""DDP whose extra ranks start from the composed config instead of re-running the command.
+
+Lightning starts the other ranks of a DDP world by running the script again
+with Hydra overrides appended. Under `converge train` that re-runs Hydra in
+every rank: with `-m` each rank re-launches the whole sweep, and a timestamped
+run directory can differ between ranks (Lightning #11300, lightning-hydra-template
+#393). Here rank 0 hands its resolved config to `python -m converge.training.distributed`
+through the environment, so every rank trains the same config in the same run
+directory, and only rank 0 ever ran Hydra.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from lightning.pytorch.strategies import DDPStrategy as _LightningDDPStrategy
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+RUN_CONFIG_ENV = "CONVERGE_RUN_CONFIG"
+_WORLD_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+class _ConfigLauncher(_SubprocessScriptLauncher):
+    """Starts local ranks 1..N-1 as `python -m converge.training.distributed`."""
+
+    def __init__(self, strategy: DDPStrategy) -> None:
+        super().__init__(strategy.cluster_environment, strategy.num_processes, strategy.num_nodes)
+        self.strategy = strategy
+
+    def _call_children_scripts(self) -> None:
+        run_config = self.strategy.run_config
+        if run_config is None:  # not started by converge: Lightning's own behaviour
+            return super()._call_children_scripts()
+        self._check_can_spawn_children()
+        self.saved_environment = {name: os.environ.get(name) for name in _WORLD_ENV}
+        os.environ["MASTER_ADDR"] = self.cluster_environment.main_address
+        os.environ["MASTER_PORT"] = str(self.cluster_environment.main_port)
+        os.environ["NODE_RANK"] = str(self.cluster_environment.node_rank())
+        os.environ["LOCAL_RANK"] = str(self.cluster_environment.local_rank())
+        os.environ["WORLD_SIZE"] = str(self.num_processes * self.num_nodes)
+        for local_rank in range(1, self.num_processes):
+            env = {**os.environ, "LOCAL_RANK": str(local_rank), RUN_CONFIG_ENV: json.dumps(run_config)}
+            command = [sys.executable, "-m", "converge.training.distributed"]
+            self.procs.append(subprocess.Popen(command, env=env))
+
+    def end_world(self) -> None:
+        """Wait for the ranks this process started, and forget their world, so the next job starts anew."""
+        for process in self.procs:
+            process.wait()
+        for name, value in getattr(self, "saved_environment", {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class DDPStrategy(_LightningDDPStrategy):
+    """Lightning's DDPStrategy with a launcher that does not re-run Hydra (see module doc)."""
+
+    run_config: dict | None = None  # set by converge.app before fit: the resolved config of this run
+
+    def _configure_launcher(self) -> None:
+        super()._configure_launcher()
+        if isinstance(self._launcher, _SubprocessScriptLauncher):
+            self._launcher = _ConfigLauncher(self)
+
+    def end_world(self) -> None:
+        """After the run's last stage: close the process group that rank 0 opened for its own ranks.
+
+        Lightning keeps it for the process's lifetime; a sweep runs the next job in the
+        same process, which must then start its own world (new ranks, a new port).
+        """
+        if isinstance(self._launcher, _ConfigLauncher) and self._launcher.procs:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+            self._launcher.end_world()
+
+
+def main() -> None:
+    """Entry of ranks > 0: train the config rank 0 handed over."""
+    from omegaconf import OmegaConf
+
+    from converge.app.train import train
+    from converge.cli import run_reporting_errors
+
+    config = OmegaConf.create(json.loads(os.environ.pop(RUN_CONFIG_ENV)))
+    run_reporting_errors(lambda: train(config))
+
+
+if __name__ == "__main__":
+    main()

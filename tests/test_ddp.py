@@ -1,0 +1,49 @@
+"""Real DDP: 2 gloo processes on CPU, launched through `converge train`, one run directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from converge.testing import run_cli
+
+DDP = ["hardware=ddp_cpu", "debug=smoke", "~callbacks.progress_bar", "~callbacks.model_summary"]
+
+
+
+def test_ddp_cpu_trains_one_world_in_one_run_directory(tabular: dict, tmp_path) -> None:
+    done = run_cli(["train", *tabular["overrides"], *DDP, "task_name=ddp"], cwd=tmp_path, env=tabular["env"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "ddp" / "runs").iterdir())
+    assert len(runs) == 1, "every rank must use rank 0's run directory"
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["ddp"]
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["test"]
+    assert len(list((runs[0] / "tensorboard").glob("events.out.tfevents.*"))) >= 1
+    assert not list(runs[0].glob("**/*ddp_process*")), "no rank but 0 writes"
+
+
+def test_ddp_inside_a_sweep_runs_each_job_as_its_own_world(tabular: dict, tmp_path) -> None:
+    """Lightning + Hydra re-launch the sweep from every rank (Lightning #11300): here each job is one world."""
+    done = run_cli(["train", "-m", *tabular["overrides"], *DDP, "task_name=sweep", "optim.lr=0.001,0.003"],
+                   cwd=tmp_path, env=tabular["env"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "sweep" / "multiruns").iterdir()
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    for job in jobs:
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["world_size"] == 2
+    assert done.stderr.count("Launching 2 jobs locally") + done.stdout.count("Launching 2 jobs locally") == 1
+
+
+@pytest.mark.parametrize("hardware", ["ddp", "fsdp"])
+def test_gpu_hardware_without_gpus_is_refused_before_launch(hardware: str, tabular: dict, tmp_path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    done = run_cli(["train", *tabular["overrides"], f"hardware={hardware}"], cwd=tmp_path, env=tabular["env"])
+    assert done.returncode == 2 and "GPU(s)" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("metrics.json"))

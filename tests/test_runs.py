@@ -1,0 +1,102 @@
+"""Whole runs through `converge train` and `converge eval`, read back from the run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from converge.testing import run_cli
+
+SMOKE = ["debug=smoke", "~callbacks.progress_bar"]
+
+
+@pytest.fixture(scope="module")
+def run(tabular: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Three epochs of the README plugin, under outputs/ of a scratch folder, as a user would run it."""
+    cwd = tmp_path_factory.mktemp("project")
+    done = run_cli(["train", *tabular["overrides"], *SMOKE, "trainer.max_epochs=3", "task_name=houses"],
+                   cwd=cwd, env=tabular["env"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (cwd / "outputs" / "houses" / "runs").iterdir()
+    return {"cwd": cwd, "dir": run_dir, "metrics": json.loads((run_dir / "metrics.json").read_text()),
+            "env": tabular["env"], "overrides": tabular["overrides"]}
+
+
+def test_run_directory_layout(run: dict) -> None:
+    run_dir, metrics = run["dir"], run["metrics"]
+    assert {p.name for p in run_dir.iterdir()} >= {".hydra", "checkpoints", "tensorboard", "metrics.json",
+                                                  "train.log"}
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert metrics["epochs_trained"] == 3 and metrics["world_size"] == 1
+    assert Path(metrics["best"]["checkpoint"]).parent == run_dir / "checkpoints"
+    assert torch.load(metrics["best"]["checkpoint"], weights_only=True)["epoch"] == metrics["best"]["epoch"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert "best val/mse" in (run_dir / "train.log").read_text()
+
+
+def test_tensorboard_events_hold_losses_metrics_lr_and_hparams(run: dict) -> None:
+    events = EventAccumulator(str(run["dir"] / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss_epoch", "val/loss", "val/mse", "val/mae", "test/mse", "lr-AdamW"} <= scalars
+    assert len(events.Scalars("val/mse")) == 3
+    lrs = [event.value for event in events.Scalars("lr-AdamW")]
+    assert lrs[0] != lrs[-1], "the cosine schedule changes the learning rate"
+    hparams_files = list((run["dir"] / "tensorboard").glob("events.out.tfevents.*"))
+    assert any(b"hparams/best_val_mse" in path.read_bytes() for path in hparams_files)
+
+
+def test_resume_with_last_continues_the_latest_run(run: dict) -> None:
+    done = run_cli(["train", *run["overrides"], *SMOKE, "trainer.max_epochs=4", "task_name=houses",
+                    "ckpt_path=last"], cwd=run["cwd"], env=run["env"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming from {run['dir']}" in done.stderr + done.stdout or "resuming from" in done.stdout
+    newest = max((run["cwd"] / "outputs" / "houses" / "runs").iterdir())
+    resumed = json.loads((newest / "metrics.json").read_text())
+    assert resumed["epochs_trained"] == 4
+    assert torch.load(newest / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3
+
+
+def test_eval_of_the_best_checkpoint_reproduces_its_test_metrics(run: dict) -> None:
+    done = run_cli(["eval", f"ckpt_path={run['metrics']['best']['checkpoint']}", "task_name=houses",
+                    "+trainer.limit_test_batches=2"], cwd=run["cwd"], env=run["env"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    (eval_dir,) = (run["cwd"] / "outputs" / "houses" / "evals").iterdir()
+    result = json.loads((eval_dir / "metrics.json").read_text())
+    assert result["metrics"] == pytest.approx(run["metrics"]["test"], rel=1e-5)
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_errors_are_clear_and_leave_nothing(run: dict, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"\x00not a checkpoint")
+    unsafe = tmp_path / "unsafe.ckpt"
+    torch.save({"state_dict": {}, "payload": _RunsCode(tmp_path / "pwned")}, unsafe)
+    cases = {
+        str(tmp_path / "missing.ckpt"): "checkpoint not found",
+        str(corrupt): "not a readable checkpoint",
+        str(unsafe): "refusing to load",
+    }
+    for path, message in cases.items():
+        for command in (["train", *run["overrides"], *SMOKE, f"ckpt_path={path}"], ["eval", f"ckpt_path={path}"]):
+            done = run_cli([*command, f"hydra.run.dir={tmp_path / 'run'}"], env=run["env"])
+            assert done.returncode == 2, (command, done.stderr[-2000:])
+            assert message in done.stderr and "Traceback" not in done.stderr
+            assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "pwned").exists(), "loading a checkpoint ran code from it"
+    done = run_cli(["eval", "ckpt_path=last", "task_name=nothing-here"], cwd=tmp_path, env=run["env"])
+    assert done.returncode == 2 and "no checkpoints/last.ckpt under outputs/nothing-here" in done.stderr
