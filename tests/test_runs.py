@@ -100,3 +100,19 @@ def test_checkpoint_errors_are_clear_and_leave_nothing(run: dict, tmp_path: Path
     assert not (tmp_path / "pwned").exists(), "loading a checkpoint ran code from it"
     done = run_cli(["eval", "ckpt_path=last", "task_name=nothing-here"], cwd=tmp_path, env=run["env"])
     assert done.returncode == 2 and "no checkpoints/last.ckpt under outputs/nothing-here" in done.stderr
+
+
+def test_seeded_deterministic_runs_give_identical_weights(tabular: dict, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from converge.app.train import train
+    from converge.testing import compose
+
+    monkeypatch.syspath_prepend(str(tabular["site"]))
+    weights = []
+    for name in ("first", "second"):
+        cfg = compose([*tabular["overrides"], *SMOKE, "trainer.deterministic=true", "seed=7",
+                       "+trainer.gradient_clip_val=0.5"], output_dir=tmp_path / name)
+        train(cfg)
+        weights.append(torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])

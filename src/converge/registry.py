@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from functools import cache
 from importlib.metadata import entry_points
 
@@ -21,8 +22,8 @@ EXTRA_PLUGINS_ENV = "CONVERGE_PLUGINS"
 
 
 def plugins() -> dict[str, Plugin]:
-    """Every registered plugin by name (cached per value of $CONVERGE_PLUGINS)."""
-    return _discover(os.environ.get(EXTRA_PLUGINS_ENV, ""))[0]
+    """Every registered plugin by name (cached per $CONVERGE_PLUGINS and sys.path, what decides the set)."""
+    return _registered()[0]
 
 
 def get(name: str) -> Plugin:
@@ -34,7 +35,7 @@ def get(name: str) -> Plugin:
 
 def sources() -> dict[str, str]:
     """Plugin name -> where it was registered (an entry point or a module)."""
-    return dict(_discover(os.environ.get(EXTRA_PLUGINS_ENV, ""))[1])
+    return dict(_registered()[1])
 
 
 def find_task(module_path: str) -> tuple[Plugin, Task]:
@@ -48,8 +49,13 @@ def find_task(module_path: str) -> tuple[Plugin, Task]:
                            hint="Install or register (plugins.extra=[...]) the plugin that provides it.")
 
 
+def _registered() -> tuple[dict[str, Plugin], dict[str, str]]:
+    return _discover(os.environ.get(EXTRA_PLUGINS_ENV, ""), tuple(sys.path))
+
+
 @cache
-def _discover(extra: str) -> tuple[dict[str, Plugin], dict[str, str]]:
+def _discover(extra: str, search_path: tuple[str, ...]) -> tuple[dict[str, Plugin], dict[str, str]]:
+    # search_path is only part of the cache key: entry points are found on sys.path.
     found: dict[str, Plugin] = {}
     origin: dict[str, str] = {}
 

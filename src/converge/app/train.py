@@ -12,7 +12,15 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from converge.app.build import build_callbacks, build_datamodule, build_loggers, build_task, build_trainer, plain
+from converge.app.build import (
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_task,
+    build_trainer,
+    instantiate_config,
+    plain,
+)
 from converge.app.logs import configure_console
 from converge.app.run_dir import discard_if_untrained, write_json
 from converge.checkpoint import read_checkpoint, resolve_checkpoint
@@ -54,24 +62,30 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
         log.info("resuming from %s", cfg.ckpt_path)
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-        if trainer.interrupted:
-            return None
         summary = _fit_summary(cfg, trainer)  # before test: testing a checkpoint restores callback states
-        if cfg.test_after_fit:
-            results = trainer.test(task, datamodule=datamodule, ckpt_path=summary["best"]["checkpoint"],
-                                   weights_only=True)
-            summary["test"] = {key: float(value) for key, value in (results[0] if results else {}).items()}
     finally:
         if isinstance(trainer.strategy, DDPStrategy):
             trainer.strategy.end_world()
+    if trainer.interrupted or not trainer.is_global_zero:
+        return summary["best"]["score"]  # other ranks are done: rank 0 tests alone
+    if cfg.test_after_fit:
+        tester = trainer if trainer.world_size == 1 else _single_device_trainer(cfg, trainer)
+        results = tester.test(task, datamodule=datamodule, ckpt_path=summary["best"]["checkpoint"],
+                              weights_only=True)
+        summary["test"] = {key: float(value) for key, value in (results[0] if results else {}).items()}
     summary["seconds"] = round(time.perf_counter() - started, 2)
-    best_score = summary["best"]["score"]
-    if trainer.is_global_zero:
-        write_json(run_dir / "metrics.json", summary)
-        _log_hparams(trainer, cfg, summary)
-        log.info("best %s = %s at epoch %s; metrics in %s", cfg.monitor.metric, best_score,
-                 summary["best"]["epoch"], run_dir / "metrics.json")
-    return best_score
+    write_json(run_dir / "metrics.json", summary)
+    _log_hparams(trainer, cfg, summary)
+    log.info("best %s = %s at epoch %s; metrics in %s", cfg.monitor.metric, summary["best"]["score"],
+             summary["best"]["epoch"], run_dir / "metrics.json")
+    return summary["best"]["score"]
+
+
+def _single_device_trainer(cfg: DictConfig, trainer: pl.Trainer) -> pl.Trainer:
+    """A one-device Trainer for the test split: under DDP, a DistributedSampler would pad the test set
+    with repeated samples, and each sample must count exactly once."""
+    return instantiate_config(cfg.trainer, "trainer", devices=1, num_nodes=1, strategy="auto", callbacks=[],
+                              logger=trainer.loggers or False)
 
 
 def _fit_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
