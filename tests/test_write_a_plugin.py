@@ -7,8 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from converge.testing import run_cli
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_installed_plugin_is_listed_without_touching_the_core(tabular: dict) -> None:
@@ -43,14 +46,13 @@ def test_plugin_named_in_config_needs_no_install(tabular: dict, tmp_path) -> Non
 
 
 def test_conformance_suite_runs_on_a_third_party_plugin(tabular: dict) -> None:
+    snippet = README.read_text().split("from converge.testing import PluginConformance", 1)[1].split("```", 1)[0]
+    overrides = repr(tabular["overrides"])
     test_file = tabular["root"] / "test_tabular.py"
-    test_file.write_text(
-        "from converge.testing import PluginConformance\n\n"
-        "class TestTabular(PluginConformance):\n"
-        f"    overrides = {tabular['overrides']!r}\n"
-    )
+    test_file.write_text("from converge.testing import PluginConformance" + snippet.replace(
+        '["data=tabular/csv", "model=tabular/mlp", "data.path=tests/houses.csv", "data.target=price"]', overrides))
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
                           cwd=tabular["root"], env={**os.environ, **tabular["env"]},
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "4 passed" in done.stdout
+    assert "6 passed" in done.stdout

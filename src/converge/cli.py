@@ -26,10 +26,14 @@ commands:
   train [OVERRIDES]          compose, train, test the best checkpoint, write the run directory
                              e.g. converge train experiment=vision/digits optim.lr=3e-3
   eval ckpt_path=PATH|last   evaluate a checkpoint on its test split (data=... for another data set)
+  export ckpt_path=PATH|last write a verified bundle: export.formats=[onnx,torchscript,torch_export]
+                             export.quantize=int8
+  predict BUNDLE INPUT...    batch inference with onnxruntime: --output F, --batch-size N, --format int8
+  bench BUNDLE [--json]      latency p50/p95/p99 and throughput of each format against eager PyTorch
   plugins [--json]           registered plugins: tasks, configs and data sets
   data list | fetch NAME     built-in data sets; fetch one into the cache, checksum-verified
 
-Hydra's flags work on train and eval: --cfg job, --info, -m (sweep), hydra/launcher=...
+Hydra's flags work on train, eval and export: --cfg job, --info, -m (sweep), hydra/launcher=...
 Run `converge train --help` for the config groups and their options.
 """
 
@@ -51,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[list[str]], int]] = {
         "train": lambda a: _hydra_command("train", "converge.app.train:train", a),
         "eval": lambda a: _hydra_command("eval", "converge.app.evaluate:evaluate", a),
+        "export": lambda a: _hydra_command("export", "converge.app.export:export", a),
+        "predict": lambda a: _runtime_command("converge.runtime.predict", a),
+        "bench": lambda a: _runtime_command("converge.runtime.bench", a),
         "plugins": _plugins_command,
         "data": _data_command,
     }
@@ -129,6 +136,12 @@ def _check_config_choices(args: list[str]) -> None:
             if choice and choice != "null" and choice not in options[group]:
                 raise UnknownNameError(f"{group} config", choice, options[group],
                                        hint=f"Plugins add options under {group}/<plugin>/: see `converge plugins`.")
+
+
+def _runtime_command(module: str, args: list[str]) -> int:
+    from importlib import import_module
+
+    return import_module(module).main(args)
 
 
 # -- plugins and data ---------------------------------------------------------------------------

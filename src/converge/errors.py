@@ -50,3 +50,7 @@ class DataError(ConvergeError):
 
 class HardwareError(ConvergeError):
     """Hardware asked for that this machine does not have."""
+
+
+class ExportError(ConvergeError):
+    """An export that cannot be written, or whose model does not match eager within tolerance."""

@@ -37,6 +37,8 @@ class TaskModule(pl.LightningModule, ABC):
 
     monitor: ClassVar[str] = "val/loss"  # the validation metric early stopping and checkpoints follow
     mode: ClassVar[str] = "min"
+    input_names: ClassVar[tuple[str, ...]] = ("inputs",)  # the exported model's input names, in forward order
+    output_names: ClassVar[tuple[str, ...]] = ("outputs",)
 
     def __init__(
         self,
@@ -65,6 +67,25 @@ class TaskModule(pl.LightningModule, ABC):
         """(model inputs, target) of a batch; by default the target is the last element."""
         *inputs, target = batch
         return tuple(inputs), target
+
+    # -- export hooks ---------------------------------------------------------------------------
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Axes of each input that vary at inference, by symbolic name: the batch axis unless overridden
+        (a text task adds {1: "sequence"}). Axes sharing a name must have equal sizes."""
+        return {name: {0: "batch"} for name in self.input_names}
+
+    def example_input(self, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The model inputs of a real batch, cut to 2 rows: what export traces (never 1 row, which
+        would freeze the batch axis)."""
+        inputs, _ = self.split_batch(batch)
+        return tuple(tensor[:2] for tensor in inputs)
+
+    def input_spec(self, example: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
+        """Names, dtypes and shapes (symbolic where dynamic) of the inputs, for the bundle manifest."""
+        axes = self.dynamic_axes()
+        return [{"name": name, "dtype": str(tensor.dtype).removeprefix("torch."),
+                 "shape": [axes.get(name, {}).get(axis, size) for axis, size in enumerate(tensor.shape)]}
+                for name, tensor in zip(self.input_names, example, strict=True)]
 
     # -- the shared loop ------------------------------------------------------------------------
     def _shared_step(self, batch: Sequence[torch.Tensor], stage: str) -> torch.Tensor:

@@ -16,8 +16,23 @@ from converge.errors import DataError, UnknownNameError
 from converge.testing import PluginConformance, compose, run_cli
 
 
+def write_digits(folder: Path, count: int = 3) -> list[str]:
+    """Real digits (the first images of the data set) as 8x8 grey PNGs, and one as .npy."""
+    images = Digits().load().images[:count, 0].numpy()
+    paths = []
+    for index, pixels in enumerate(images):
+        path = folder / f"digit{index}.png"
+        Image.fromarray(pixels, mode="L").save(path)
+        paths.append(str(path))
+    np.save(folder / "digit.npy", images[0])
+    return [*paths, str(folder / "digit.npy")]
+
+
 class TestDigitsCNN(PluginConformance):
     overrides = ["data=vision/digits", "model=vision/cnn"]
+
+    def predict_inputs(self, folder: Path) -> list[str]:
+        return write_digits(folder)
 
 
 class TestDigitsResNet(PluginConformance):
@@ -110,3 +125,75 @@ def test_experiments_compose() -> None:
         cfg = compose([f"experiment=vision/{name}"], output_dir="/tmp/unused")
         assert cfg.task_name == f"vision-{name}"
         assert cfg.data.train_transforms, "the experiments augment their training images"
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke-trained digits CNN exported to ONNX through the CLI."""
+    root = tmp_path_factory.mktemp("bundle")
+    done = run_cli(["train", "data=vision/digits", "model=vision/cnn", "debug=smoke", "task_name=digits",
+                    "~callbacks.progress_bar"], cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_cli(["export", "task_name=digits", "ckpt_path=last", f"export.dir={root / 'bundle'}"], cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root / "bundle"
+
+
+def test_predict_answers_bad_inputs_with_one_error_naming_the_file(onnx_bundle: Path, tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((10, 10), np.uint8), mode="L").save(tmp_path / "big.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "colour.png")
+    (tmp_path / "text.png").write_text("not an image")
+    cases = {"big.png": "image is 10x10 with 1 channel(s), the model takes 8x8 with 1 channel(s)",
+             "colour.png": "image mode RGB, the model takes L", "text.png": "cannot read this image",
+             "missing.png": "no such file"}
+    for name, message in cases.items():
+        done = run_cli(["predict", str(onnx_bundle), str(tmp_path / name)])
+        assert done.returncode == 2 and f"{tmp_path / name}: {message}" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_tampered_or_unknown_bundles_are_refused(onnx_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    inputs = write_digits(tmp_path)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(onnx_bundle, tampered)
+    with open(tampered / "model.onnx", "ab") as model:
+        model.write(b"\0")
+    done = run_cli(["predict", str(tampered), *inputs])
+    assert done.returncode == 2 and "model.onnx: sha256 does not match the manifest" in done.stderr
+    future = tmp_path / "future"
+    shutil.copytree(onnx_bundle, future)
+    manifest = json.loads((future / "manifest.json").read_text())
+    (future / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    done = run_cli(["predict", str(future), *inputs])
+    assert done.returncode == 2 and "bundle format version 99 is not supported" in done.stderr
+    done = run_cli(["predict", str(onnx_bundle), *inputs, "--format", "int8"])
+    assert done.returncode == 2 and "no 'int8' model in this bundle" in done.stderr
+
+
+def test_predictions_match_the_labels_of_real_digits(onnx_bundle: Path, tmp_path: Path) -> None:
+    done = run_cli(["predict", str(onnx_bundle), *write_digits(tmp_path, count=3)])
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(answers) == 4 and all(0 <= a["probability"] <= 1 and len(a["top"]) == 3 for a in answers)
+    assert answers[0]["label"] == answers[3]["label"], "the same digit as PNG and as .npy"
+
+
+def test_failed_verification_writes_no_bundle(onnx_bundle: Path, tmp_path: Path) -> None:
+    source = json.loads((onnx_bundle / "manifest.json").read_text())["source_checkpoint"]["path"]
+    done = run_cli(["export", f"ckpt_path={source}", f"export.dir={tmp_path / 'bundle'}",
+                    "export.tolerance.fp32.atol=0", "export.tolerance.fp32.rtol=0",
+                    f"hydra.run.dir={tmp_path / 'run'}"])
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "export verification failed, no bundle written" in done.stderr and "onnx: max abs difference" in done.stderr
+    assert not (tmp_path / "bundle").exists() and not list(tmp_path.glob(".bundle*"))
+
+
+def test_bench_reports_latency_and_throughput_against_eager(onnx_bundle: Path) -> None:
+    done = run_cli(["bench", str(onnx_bundle), "--json", "--repeats", "20", "--batch-size", "32"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = json.loads(done.stdout)["formats"]
+    assert set(table) == {"onnx", "eager"}
+    for row in table.values():
+        assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] and row["rows_per_s"] > 0

@@ -20,6 +20,8 @@ def configure_console() -> None:
         for handler in list(lightning_logger.handlers):
             if type(handler) is logging.StreamHandler:
                 lightning_logger.removeHandler(handler)
+    for chatty in ("onnx_ir", "onnxscript", "onnxruntime", "torch.onnx"):  # export's step-by-step INFO lines
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if _not_a_tip not in rank_zero_logger.filters:
         rank_zero_logger.addFilter(_not_a_tip)

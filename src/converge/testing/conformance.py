@@ -3,12 +3,18 @@
 Subclass `PluginConformance` in a test module and set `overrides` to the config
 choices of a small, real run of your task (data and model). Each test composes
 the real config, trains with a real Lightning Trainer on CPU for a few batches
-and checks the run directory, the checkpoint contract and resuming.
+and checks the run directory, the checkpoint contract and resuming; then exports
+the checkpoint in every format (int8 included), checks the bundle's verification,
+and, when the task declares a preprocessor and the class implements
+`predict_inputs`, runs `converge predict` on those files in a fresh interpreter
+that must never import torch or Lightning.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,11 +23,26 @@ import torch
 
 from converge.testing.compose import compose
 
+ALL_FORMATS = ["export.formats=[onnx,torchscript,torch_export]", "export.quantize=int8"]
+_PREDICT_WITHOUT_TORCH = """
+import sys
+from converge.cli import main
+code = main(sys.argv[1:])
+heavy = [name for name in ("torch", "lightning", "hydra") if name in sys.modules]
+assert not heavy, f"converge predict imported {heavy}"
+sys.exit(code)
+"""
+
 SMOKE = ["debug=smoke", "hardware=cpu", "~callbacks.progress_bar", "~callbacks.model_summary"]
 
 
 class PluginConformance:
     overrides: ClassVar[list[str]] = []  # e.g. ["data=vision/digits", "model=vision/cnn"]
+    export_overrides: ClassVar[list[str]] = []  # e.g. a looser int8 tolerance for a barely trained model
+
+    def predict_inputs(self, folder: Path) -> list[str] | None:
+        """Write a few real input files for `converge predict` into `folder`; None skips the predict test."""
+        return None
 
     @pytest.fixture(scope="class")
     def trained(self, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -71,3 +92,41 @@ class PluginConformance:
                       config_name="eval")
         metrics = evaluate(cfg)
         assert metrics == pytest.approx(trained["metrics"]["test"], rel=1e-5)
+
+    @pytest.fixture(scope="class")
+    def bundle(self, trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+        from converge.app.export import export
+
+        run_dir = tmp_path_factory.mktemp("export") / "run"
+        cfg = compose([f"ckpt_path={trained['metrics']['best']['checkpoint']}", *ALL_FORMATS, *self.export_overrides],
+                      output_dir=run_dir, config_name="export")
+        return export(cfg)
+
+    def test_export_writes_a_verified_bundle(self, bundle: Path) -> None:
+        from converge.runtime.bundle import sha256_of
+
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        assert set(manifest["formats"]) == {"onnx", "torchscript", "torch_export", "int8"}
+        for name, record in manifest["files"].items():
+            assert sha256_of(bundle / name) == record["sha256"], name
+        assert manifest["inputs"] and all(spec["shape"][0] == "batch" for spec in manifest["inputs"])
+        verification = manifest["verification"]
+        assert len(set(verification["batch_sizes"])) == 2
+        for name in manifest["formats"]:
+            assert verification["formats"][name]["max_abs_diff"] >= 0
+            assert set(verification["metrics"][name]) == set(verification["metrics"]["eager"])
+
+    def test_predict_round_trip_without_torch(self, bundle: Path, tmp_path: Path) -> None:
+        inputs = self.predict_inputs(tmp_path)
+        if inputs is None:
+            pytest.skip("the test class gives no predict_inputs")
+        output = tmp_path / "answers.jsonl"
+        for model_format in ("onnx", "int8"):
+            done = subprocess.run([sys.executable, "-c", _PREDICT_WITHOUT_TORCH, "predict", str(bundle), *inputs,
+                                   "--output", str(output), "--batch-size", "2", "--format", model_format],
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+            answers = [json.loads(line) for line in output.read_text().splitlines()]
+            sources = [answer["input"] for answer in answers]  # a file, or file:line for many answers a file
+            assert all(any(source.startswith(str(path)) for path in inputs) for source in sources)
+            assert all(any(source.startswith(str(path)) for source in sources) for path in inputs)

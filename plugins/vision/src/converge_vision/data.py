@@ -76,6 +76,7 @@ class ImageClassificationData(DataModule):
             "image_size": [int(stack.shape[2]), int(stack.shape[3])],
             "mean": stack.mean(dim=(0, 2, 3)).tolist(),
             "std": stack.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
+            "resize": bool(images.files),  # files were resized to image_size: serving resizes too
         }
 
     def setup(self, stage: str | None = None) -> None:

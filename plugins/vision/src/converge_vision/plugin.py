@@ -22,6 +22,8 @@ plugin = Plugin(
         Task(
             name="image_classification",
             module="converge_vision.task:ImageClassifier",
+            preprocessor="converge_vision.processing:ImagePreprocessor",
+            postprocessor="converge.runtime.processing:ClassificationPostprocessor",
             description="single-label image classification (accuracy, macro-F1)",
         ),
     ),

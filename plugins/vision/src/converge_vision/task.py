@@ -24,6 +24,8 @@ class ImageClassifier(TaskModule):
 
     monitor = "val/acc"
     mode = "max"
+    input_names = ("images",)
+    output_names = ("logits",)
 
     def __init__(
         self,

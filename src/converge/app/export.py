@@ -1,0 +1,145 @@
+"""`converge export`: a checkpoint becomes a verified bundle, or nothing at all."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from converge import registry
+from converge.app.build import build_datamodule, load_task, plain
+from converge.app.logs import configure_console
+from converge.app.run_dir import discard_if_untrained, write_json
+from converge.checkpoint import resolve_checkpoint
+from converge.errors import ConfigError, ExportError
+from converge.exporting import formats
+from converge.exporting.verification import compare_outputs, failures, task_metrics
+from converge.runtime.bundle import FORMAT_FILES, FORMAT_VERSION, MANIFEST, file_record, sha256_of
+
+log = logging.getLogger("converge")
+EXAMPLES = "example_inputs.npz"
+
+
+def export(cfg: DictConfig) -> Path:
+    try:
+        return _export(cfg)
+    except BaseException:
+        discard_if_untrained(Path(cfg.paths.output_dir))
+        raise
+
+
+def _export(cfg: DictConfig) -> Path:
+    configure_console()
+    settings = cfg.export
+    wanted = list(settings.formats) + (["int8"] if settings.quantize else [])
+    unknown = [name for name in wanted if name not in FORMAT_FILES]
+    if unknown or settings.quantize not in (None, "int8"):
+        raise ConfigError(f"export formats must be among {sorted(set(FORMAT_FILES) - {'int8'})} and "
+                          f"export.quantize null or int8; got formats={list(settings.formats)} "
+                          f"quantize={settings.quantize}")
+    bundle = Path(settings.dir)
+    if bundle.exists() and any(bundle.iterdir()):
+        raise ConfigError(f"{bundle} already exists and is not empty: choose another export.dir")
+    torch.manual_seed(cfg.seed)
+
+    checkpoint_path = resolve_checkpoint(cfg.ckpt_path, cfg.paths.output_root, cfg.task_name)
+    task, checkpoint = load_task(checkpoint_path)
+    task.eval()
+    plugin, declared = registry.find_task(task.import_path())
+    data = cfg.data if cfg.get("data") else OmegaConf.create(checkpoint["hyper_parameters"]["data"])
+    datamodule = build_datamodule(data)
+    datamodule.setup("validate")
+    batches = [task.split_batch(batch) for batch in datamodule.val_dataloader()]
+    if not batches or len(batches[0][1]) < 2:
+        raise ExportError("export needs a validation split with at least 2 samples in its first batch")
+    example = task.example_input(next(iter(datamodule.val_dataloader())))
+
+    staging = bundle.with_name(f".{bundle.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        started = time.perf_counter()
+        int8_method = _write_formats(task, example, batches, wanted, settings, staging)
+        runners = {name: formats.runner(name, staging / FORMAT_FILES[name], task.input_names) for name in wanted}
+        sizes = sorted({1, min(int(settings.check_batch_size), len(batches[0][1]))})
+        outputs = compare_outputs(task, runners, batches[0], sizes)
+        metrics = task_metrics(task, runners, batches)
+        problems = failures(outputs, metrics, task.monitor, task.mode, settings.tolerance, settings.max_metric_drop)
+        if problems:
+            raise ExportError("export verification failed, no bundle written:\n  " + "\n  ".join(problems))
+        first_rows = batches[0][0]
+        np.savez(staging / EXAMPLES, **{name: t.numpy() for name, t in zip(task.input_names, first_rows, strict=True)})
+        manifest = _manifest(task, plugin.name, declared.name, example, checkpoint_path, checkpoint, wanted,
+                             staging, {"split": "val", "samples": sum(len(t) for _, t in batches),
+                                       "batch_sizes": sizes, "formats": outputs, "metrics": metrics,
+                                       "int8_method": int8_method, "seconds": round(time.perf_counter() - started, 2)})
+        write_json(staging / MANIFEST, manifest)
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        if bundle.exists():
+            bundle.rmdir()
+        staging.rename(bundle)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("bundle written to %s:\n%s", bundle, json.dumps(manifest["verification"]["metrics"], indent=1))
+    return bundle
+
+
+def _write_formats(task, example, batches, wanted: list[str], settings: DictConfig, staging: Path) -> str | None:
+    module = formats.exportable_copy(task)
+    if "onnx" in wanted or "int8" in wanted:
+        formats.write_onnx(module, task, example, staging / FORMAT_FILES["onnx"], int(settings.opset))
+    if "torchscript" in wanted:
+        formats.write_torchscript(module, example, staging / FORMAT_FILES["torchscript"])
+    if "torch_export" in wanted:
+        formats.write_torch_export(module, task, example, staging / FORMAT_FILES["torch_export"])
+    method = None
+    if "int8" in wanted:
+        calibration = ({n: t.numpy() for n, t in zip(task.input_names, inputs, strict=True)}
+                       for inputs, _ in batches[: int(settings.calibration_batches)])
+        method = formats.write_int8(staging / FORMAT_FILES["onnx"], staging / FORMAT_FILES["int8"], calibration,
+                                    settings.int8_method)
+        if "onnx" not in wanted:
+            (staging / FORMAT_FILES["onnx"]).unlink()
+    return method
+
+
+def _manifest(task, plugin: str, task_name: str, example, checkpoint_path: Path, checkpoint: dict,
+              wanted: list[str], staging: Path, verification: dict[str, Any]) -> dict[str, Any]:
+    with torch.no_grad():
+        output = task(*example)
+    files = {path.name: file_record(path) for path in sorted(staging.iterdir()) if path.is_file()}
+    return {
+        "format_version": FORMAT_VERSION,
+        "plugin": plugin,
+        "task": task_name,
+        "task_module": task.import_path(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source_checkpoint": {"path": str(checkpoint_path.resolve()), "sha256": sha256_of(checkpoint_path),
+                              "epoch": checkpoint.get("epoch")},
+        "versions": {name: _version(name) for name in ("converge", "torch", "lightning", "onnx", "onnxruntime")}
+        | {"python": platform.python_version()},
+        "inputs": task.input_spec(example),
+        "outputs": [{"name": name, "dtype": str(output.dtype).removeprefix("torch."),
+                     "shape": ["batch", *output.shape[1:]]} for name in task.output_names],
+        "preprocessing": plain(task.spec),
+        "formats": {name: FORMAT_FILES[name] for name in wanted},
+        "files": files,
+        "verification": verification,
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None

@@ -1,0 +1,133 @@
+"""Writing each export format, and running it again for verification.
+
+Every format is exported from an eval-mode copy of the task stripped of what
+breaks tracing (its torchmetrics objects, Lightning #4416; the `trainer`
+property that raises when detached, Lightning #14036), with an example batch of
+2 rows so no axis is specialised to 1, and with the task's dynamic axes
+declared positionally (names cannot silently miss).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.export import Dim
+
+from converge.task import TaskModule
+
+Runner = Callable[[Sequence[torch.Tensor]], torch.Tensor]
+
+
+def exportable_copy(task: TaskModule) -> nn.Module:
+    module = copy.deepcopy(task).eval().cpu()
+    for name in ("val_metrics", "test_metrics"):
+        if hasattr(module, name):
+            delattr(module, name)
+    module._jit_is_scripting = True  # Lightning's own switch: the `trainer` property stops raising
+    return module
+
+
+def dynamic_shapes(task: TaskModule) -> tuple[dict[int, Dim], ...]:
+    dims: dict[str, Dim] = {}
+    axes = task.dynamic_axes()
+    return tuple({axis: dims.setdefault(symbol, Dim(symbol)) for axis, symbol in axes.get(name, {}).items()}
+                 for name in task.input_names)
+
+
+def write_onnx(module: nn.Module, task: TaskModule, example: tuple[torch.Tensor, ...], path: Path,
+               opset: int) -> None:
+    torch.onnx.export(module, example, str(path), dynamo=True, external_data=False, verbose=False,
+                      opset_version=opset, input_names=list(task.input_names),
+                      output_names=list(task.output_names), dynamic_shapes=dynamic_shapes(task))
+
+
+def write_torchscript(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
+    with torch.no_grad(), _quiet_torchscript():
+        torch.jit.save(torch.jit.trace(module, example, check_trace=False), str(path))
+
+
+@contextlib.contextmanager
+def _quiet_torchscript() -> Iterator[None]:
+    """TorchScript is deprecated in torch 2.x, yet still what many C++ servers load: use it without the noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*")
+        yield
+
+
+def write_torch_export(module: nn.Module, task: TaskModule, example: tuple[torch.Tensor, ...], path: Path) -> None:
+    torch.export.save(torch.export.export(module, example, dynamic_shapes=dynamic_shapes(task)), str(path))
+
+
+def write_int8(onnx_path: Path, path: Path, calibration: Iterable[dict[str, np.ndarray]], method: str) -> str:
+    """Quantize the fp32 ONNX model to int8; return the method used.
+
+    `auto` picks static QDQ quantization, calibrated on validation batches, for
+    convolutional networks (dynamic quantization turns Conv into ConvInteger,
+    several times slower than fp32 on CPU), and dynamic quantization otherwise
+    (MatMul/Gather-heavy models such as embeddings and transformers).
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = path.with_name("prepared.onnx")
+    quant_pre_process(str(onnx_path), str(prepared))  # shape inference first: quantize_dynamic fails without it
+    if method == "auto":
+        has_conv = any(node.op_type == "Conv" for node in onnx.load(str(prepared)).graph.node)
+        method = "static" if has_conv else "dynamic"
+    if method == "static":
+        class Batches(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.batches = iter(calibration)
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self.batches, None)
+
+        quantize_static(str(prepared), str(path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    elif method == "dynamic":
+        quantize_dynamic(str(prepared), str(path), weight_type=QuantType.QInt8)
+    else:
+        from converge.errors import ConfigError
+
+        raise ConfigError(f"export.int8_method must be auto, static or dynamic, got '{method}'")
+    prepared.unlink()
+    return method
+
+
+def runner(format_name: str, path: Path, input_names: Sequence[str]) -> Runner:
+    """A callable that runs an exported file on torch tensors and returns its output as a tensor."""
+    if format_name in ("onnx", "int8"):
+        from converge.runtime.bundle import onnx_session
+
+        session = onnx_session(path)
+
+        def run_onnx(inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+            feeds = {name: tensor.numpy() for name, tensor in zip(input_names, inputs, strict=True)}
+            return torch.from_numpy(session.run(None, feeds)[0])
+
+        return run_onnx
+    if format_name == "torchscript":
+        with _quiet_torchscript():
+            module = torch.jit.load(str(path))
+    else:
+        module = torch.export.load(str(path)).module()
+
+    def run_torch(inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            return module(*inputs)
+
+    return run_torch

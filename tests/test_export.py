@@ -1,0 +1,42 @@
+"""Export verification: what makes a bundle fail (the end-to-end path runs in every plugin's conformance suite)."""
+
+from __future__ import annotations
+
+import torch
+
+from converge.exporting.verification import compare_outputs, failures
+
+TOLERANCE = {"fp32": {"atol": 1e-4, "rtol": 1e-4}, "int8": {"atol": 0.0, "rtol": 0.1}}
+DROP = {"fp32": 1e-3, "int8": 5e-3}
+
+
+def test_a_batch_axis_frozen_at_trace_time_fails() -> None:
+    torch.manual_seed(0)
+    eager = torch.nn.Linear(3, 2)
+    batch = ((torch.randn(8, 3),), torch.zeros(8))
+    frozen_at_two = lambda inputs: eager(inputs[0][:1].expand(2, -1))  # noqa: E731 - always 2 rows out
+    with torch.no_grad():
+        report = compare_outputs(eager, {"onnx": frozen_at_two}, batch, [1, 8])
+    problems = failures(report, {}, "val/acc", "max", TOLERANCE, DROP)
+    assert problems and "output shape" in problems[0] and "frozen axis" in problems[0]
+
+
+def test_outputs_beyond_tolerance_fail_and_within_pass() -> None:
+    eager = torch.nn.Identity()
+    batch = ((torch.full((4, 3), 10.0),), torch.zeros(4))
+    close = compare_outputs(eager, {"onnx": lambda inputs: inputs[0] + 5e-4}, batch, [1, 4])
+    assert not failures(close, {}, "val/acc", "max", TOLERANCE, DROP)  # 5e-4 <= 1e-4 + 1e-4 * 10
+    far = compare_outputs(eager, {"onnx": lambda inputs: inputs[0] + 5e-3}, batch, [1, 4])
+    assert "onnx: max abs difference 0.005" in failures(far, {}, "val/acc", "max", TOLERANCE, DROP)[0]
+    int8 = compare_outputs(eager, {"int8": lambda inputs: inputs[0] + 0.5}, batch, [1, 4])
+    assert not failures(int8, {}, "val/acc", "max", TOLERANCE, DROP)  # int8: 10% of the output scale
+
+
+def test_metric_drop_follows_the_monitor_direction() -> None:
+    outputs = {"int8": {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "batch_sizes": [1, 4], "scale": 1.0}}
+    accuracy = {"eager": {"acc": 0.95}, "int8": {"acc": 0.94}}
+    assert "a drop of 0.0100" in failures(outputs, accuracy, "val/acc", "max", TOLERANCE, DROP)[0]
+    error = {"eager": {"mse": 0.50}, "int8": {"mse": 0.504}}
+    assert not failures(outputs, error, "val/mse", "min", TOLERANCE, DROP)
+    error["int8"]["mse"] = 0.51
+    assert failures(outputs, error, "val/mse", "min", TOLERANCE, DROP)
