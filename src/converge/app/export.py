@@ -20,10 +20,11 @@ from converge.app.build import build_datamodule, load_task, plain
 from converge.app.logs import configure_console
 from converge.app.run_dir import discard_if_untrained, write_json
 from converge.checkpoint import resolve_checkpoint
+from converge.checksums import file_record, sha256_of
 from converge.errors import ConfigError, ExportError
 from converge.exporting import formats
 from converge.exporting.verification import compare_outputs, failures, task_metrics
-from converge.runtime.bundle import FORMAT_FILES, FORMAT_VERSION, MANIFEST, file_record, sha256_of
+from converge.runtime.bundle import FORMAT_FILES, FORMAT_VERSION, MANIFEST
 
 log = logging.getLogger("converge")
 EXAMPLES = "example_inputs.npz"

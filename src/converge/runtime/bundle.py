@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from converge.checksums import sha256_of
 from converge.errors import ConvergeError, DataError
 
 FORMAT_VERSION = 1
@@ -19,18 +19,6 @@ ONNX_FORMATS = ("onnx", "int8")
 
 class BundleError(ConvergeError):
     """A bundle that is missing, tampered with, or of a format this converge cannot read."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_record(path: Path) -> dict[str, Any]:
-    return {"sha256": sha256_of(path), "bytes": path.stat().st_size}
 
 
 @dataclass

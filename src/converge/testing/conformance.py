@@ -103,7 +103,7 @@ class PluginConformance:
         return export(cfg)
 
     def test_export_writes_a_verified_bundle(self, bundle: Path) -> None:
-        from converge.runtime.bundle import sha256_of
+        from converge.checksums import sha256_of
 
         manifest = json.loads((bundle / "manifest.json").read_text())
         assert set(manifest["formats"]) == {"onnx", "torchscript", "torch_export", "int8"}
