@@ -47,3 +47,26 @@ def test_gpu_hardware_without_gpus_is_refused_before_launch(hardware: str, tabul
     done = run_cli(["train", *tabular["overrides"], f"hardware={hardware}"], cwd=tmp_path, env=tabular["env"])
     assert done.returncode == 2 and "GPU(s)" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("metrics.json"))
+
+
+def test_torchrun_two_nodes_make_one_world_and_one_run_directory(tabular: dict, tmp_path) -> None:
+    """hardware=multinode under torchrun: two "nodes" on this machine, every process runs `converge train`."""
+    import os
+    import subprocess
+    import sys
+
+    from converge.testing.compose import free_port
+
+    port = str(free_port())
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+               "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "converge.cli", "train",
+               *tabular["overrides"], "hardware=multinode", "debug=smoke", "task_name=nodes",
+               "~callbacks.progress_bar"]
+    env = {**os.environ, **tabular["env"]}
+    nodes = [subprocess.Popen([*command[:3], f"--node_rank={rank}", *command[3:]], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    logs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    (run,) = (tmp_path / "outputs" / "nodes" / "runs").iterdir()
+    assert json.loads((run / "metrics.json").read_text())["world_size"] == 2
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["nodes"]

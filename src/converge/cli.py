@@ -87,6 +87,7 @@ def run_reporting_errors(function: Callable[[], Any]) -> Any:
 def _hydra_command(config_name: str, target: str, args: list[str]) -> int:
     _export_extra_plugins(args)
     _check_config_choices(args)
+    args = [*args, *_scratch_output_for_other_ranks()]
     import hydra
 
     from converge.plugin import resolve
@@ -106,6 +107,22 @@ def _hydra_command(config_name: str, target: str, args: list[str]) -> int:
             return 2  # Hydra printed why the config does not compose: a user error
         raise
     return 0
+
+
+def _scratch_output_for_other_ranks() -> list[str]:
+    """Under torchrun or SLURM every process runs this command. Only global rank 0 may write the run
+    directory: the others give Hydra a scratch folder (Lightning broadcasts rank 0's checkpoint folder,
+    and loggers and metrics.json are rank 0's alone)."""
+    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
+    if rank == "0":
+        return []
+    import atexit
+    import shutil
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix=f"converge-rank{rank}-")
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return [f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}", "hydra.output_subdir=null"]
 
 
 def _export_extra_plugins(args: list[str]) -> None:

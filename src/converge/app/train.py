@@ -24,7 +24,7 @@ from converge.app.build import (
 from converge.app.logs import configure_console
 from converge.app.run_dir import discard_if_untrained, write_json
 from converge.checkpoint import read_checkpoint, resolve_checkpoint
-from converge.training.distributed import DDPStrategy
+from converge.training.distributed import DDPStrategy, end_world
 
 log = logging.getLogger("converge")
 
@@ -64,8 +64,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         summary = _fit_summary(cfg, trainer)  # before test: testing a checkpoint restores callback states
     finally:
-        if isinstance(trainer.strategy, DDPStrategy):
-            trainer.strategy.end_world()
+        end_world(trainer.strategy)
     if trainer.interrupted or not trainer.is_global_zero:
         return summary["best"]["score"]  # other ranks are done: rank 0 tests alone
     if cfg.test_after_fit:

@@ -30,3 +30,12 @@ def run_cli(args: Sequence[str], cwd: str | Path | None = None, env: Mapping[str
     command = [sys.executable, "-m", "converge.cli", *args]
     return subprocess.run(command, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a test's rendezvous)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -68,16 +68,21 @@ class DDPStrategy(_LightningDDPStrategy):
         if isinstance(self._launcher, _SubprocessScriptLauncher):
             self._launcher = _ConfigLauncher(self)
 
-    def end_world(self) -> None:
-        """After the run's last stage: close the process group that rank 0 opened for its own ranks.
 
-        Lightning keeps it for the process's lifetime; a sweep runs the next job in the
-        same process, which must then start its own world (new ranks, a new port).
-        """
-        if isinstance(self._launcher, _ConfigLauncher) and self._launcher.procs:
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
-            self._launcher.end_world()
+
+def end_world(strategy: object) -> None:
+    """After fitting: close the process group, on every rank, and wait for the ranks we started.
+
+    Lightning keeps the group for the process's lifetime. But rank 0 then tests on
+    one device (each test sample counted once), where a metric must not try to sync
+    with ranks that have finished; and a sweep runs its next job in this process,
+    which must start a world of its own (new ranks, a new port).
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    launcher = getattr(strategy, "_launcher", None)
+    if isinstance(launcher, _ConfigLauncher):
+        launcher.end_world()
 
 
 def main() -> None:
