@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from converge_vision.models import SmallCNN, resnet18_small, torchvision_classifier
-from converge_vision.sources import Digits, ImageFolder
 from PIL import Image
 
 from converge.errors import DataError, UnknownNameError
 from converge.testing import PluginConformance, compose, run_cli
+from converge_vision.models import SmallCNN, resnet18_small, torchvision_classifier
+from converge_vision.sources import Digits, ImageFolder
 
 
 def write_digits(folder: Path, count: int = 3) -> list[str]:
