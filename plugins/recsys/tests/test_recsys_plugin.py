@@ -1,0 +1,178 @@
+"""The recsys plugin: conformance on a real slice of MovieLens 100k, and its data handling, checked for real."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from converge.errors import ConfigError, DataError
+from converge.testing import PluginConformance, compose, run_cli
+from converge_recsys.interactions import read_interactions
+from converge_recsys.metrics import TopK
+from converge_recsys.models import NCF, BiasedMF, FeatureMF
+from converge_recsys.preprocessing import UNKNOWN, Encoder
+from converge_recsys.splits import kfold_split, leave_last_out, random_split
+
+SLICE = ["data.max_users=80"]  # the first 80 users of ml-100k: ~8k real ratings
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+class TestRatingMF(PluginConformance):
+    overrides = ["data=recsys/ml100k", "model=recsys/mf", *SLICE]
+
+    def predict_inputs(self, folder: Path) -> list[str]:
+        return [str(_write(folder / "pair.csv", "user_id,item_id\n1,50\n99999,50\n")),
+                str(_write(folder / "recommend.csv", "user_id\n1\n"))]
+
+
+class TestRankingFeatures(PluginConformance):
+    overrides = ["data=recsys/ml100k_ranking", "model=recsys/feature_mf", *SLICE]
+
+    def predict_inputs(self, folder: Path) -> list[str]:
+        return [str(_write(folder / "recommend.csv", "user_id\n2\n"))]
+
+
+def test_kfold_is_a_partition_and_validation_avoids_test() -> None:
+    n, tests = 1003, []
+    for fold in range(5):
+        parts = kfold_split(n, 5, fold, val_fraction=0.1, seed=0)
+        assert not set(parts["val"]) & set(parts["test"]) and not set(parts["train"]) & set(parts["test"])
+        assert len(parts["train"]) + len(parts["val"]) + len(parts["test"]) == n
+        tests.append(parts["test"])
+    assert np.array_equal(np.sort(np.concatenate(tests)), np.arange(n))  # each row tested exactly once
+    sizes = {k: len(v) for k, v in random_split(1000, 0.1, 0.1, seed=0).items()}
+    assert sizes == {"train": 800, "val": 100, "test": 100}
+
+
+def test_leave_last_out_takes_each_users_latest() -> None:
+    users = np.array(["a", "a", "a", "b", "b", "b", "b", "c"])
+    times = np.array([5.0, 1.0, 3.0, 2.0, 9.0, 4.0, 9.0, 1.0])
+    parts = leave_last_out(users, times)
+    assert parts["test"].tolist() == [0, 6]  # a's time 5; b's tie at 9 goes to the later row
+    assert parts["val"].tolist() == [2, 4]
+    assert parts["train"].tolist() == [1, 3, 5, 7]  # c has one interaction: training only
+
+
+def test_bad_interaction_files_name_the_file(tmp_path: Path) -> None:
+    header = "user_id,item_id,rating,timestamp\n"
+    cases = {
+        "scale.csv": (header + "1,10,4,1\n2,10,7,2\n", "scale.csv:3: rating 7 is outside the declared scale"),
+        "dupes.csv": (header + "1,10,4,1\n1,10,5,2\n", "dupes.csv: user '1' and item '10' occur on lines 2, 3"),
+        "columns.csv": ("user,item_id,rating,timestamp\n1,10,4,1\n", "columns.csv: missing id column(s) ['user_id']"),
+        "types.csv": (header + "1,x9,4,1\n", "types.csv:2: item id 'x9' in column 'item_id' is not an integer"),
+        "number.csv": (header + "1,9,good,1\n", "number.csv:2: rating 'good' in column 'rating' is not a number"),
+        "fields.csv": (header + "1,9,4\n", "fields.csv:2: 3 fields, the header has 4"),
+    }
+    for name, (text, message) in cases.items():
+        with pytest.raises(DataError, match=re.escape(message)):
+            read_interactions(_write(tmp_path / name, text), id_type="int")
+    clipped = read_interactions(tmp_path / "scale.csv", out_of_scale="clip")
+    assert clipped.ratings.tolist() == [4.0, 5.0]
+    assert len(read_interactions(tmp_path / "scale.csv", out_of_scale="drop")) == 1
+    merged = read_interactions(tmp_path / "dupes.csv", duplicates="mean")
+    assert merged.ratings.tolist() == [4.5] and len(merged) == 1
+    assert read_interactions(tmp_path / "dupes.csv", duplicates="last").ratings.tolist() == [5.0]
+    with pytest.raises(ConfigError, match="duplicates must be one of"):
+        read_interactions(tmp_path / "dupes.csv", duplicates="sum")
+
+
+def test_bad_csv_is_one_clear_cli_error(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mine.csv", "user_id,item_id,rating,timestamp\n1,10,4,1\n2,10,9,2\n")
+    run_dir = tmp_path / "run"
+    done = run_cli(["train", "data=recsys/csv", f"data.source.path={path}", "model=recsys/mf",
+                    f"hydra.run.dir={run_dir}"])
+    assert done.returncode == 2
+    assert "mine.csv:3: rating 9 is outside the declared scale [1, 5]" in done.stderr
+    assert "Traceback" not in done.stderr and not run_dir.exists()
+
+
+def _spec(unknown_ids: str = "fallback") -> dict:
+    return {"kind": "rating", "users": ["u1", "u2"], "items": ["i1", "i2", "i3"], "num_users": 3, "num_items": 4,
+            "unknown_ids": unknown_ids, "rating_scale": [1, 5], "global_mean": 3.5,
+            "user_features": {"fields": [{"name": "age", "kind": "bucket", "bounds": [30], "vocab": []}],
+                              "dim": 3, "values": [None, ["25"], ["40"]]},
+            "item_features": {"fields": [{"name": "genre", "kind": "multi", "vocab": ["a", "b"], "bounds": []}],
+                              "dim": 3, "values": [None, ["a b"], ["b"], [""]]},
+            "item_titles": ["", "One", "Two", "Three"], "rated": [[], [1], [2, 3]]}
+
+
+def test_unknown_ids_fall_back_or_fail_and_features_encode() -> None:
+    encoder = Encoder(_spec())
+    arrays = encoder.pairs(["u1", "new"], ["i2", "gone"], user_values=[None, ["50"]])
+    assert arrays["user"].tolist() == [1, UNKNOWN] and arrays["item"].tolist() == [2, UNKNOWN]
+    assert arrays["user_features"].tolist() == [[0, 1, 0], [0, 0, 1]]  # a new user's own age is used
+    assert arrays["item_features"][0].tolist() == [0, 0, 1]
+    np.testing.assert_allclose(encoder.item_features.table()[1], [0, 2 ** -0.5, 2 ** -0.5])
+    with pytest.raises(DataError, match=r"request.csv:2: unknown user id\(s\) \['new'\]"):
+        Encoder(_spec("error")).pairs(["new"], ["i1"], source="request.csv:2")
+
+
+def test_recommend_skips_rated_items_and_shows_titles() -> None:
+    encoder = Encoder(_spec())
+    top = encoder.recommend("u2", np.array([0.9, 0.5, 0.1]), k=5)
+    assert [r["item"] for r in top] == ["i1"] and top[0]["title"] == "One"
+    assert [r["item"] for r in encoder.recommend("stranger", np.array([0.1, 0.5, 0.3]), k=2)] == ["i2", "i3"]
+
+
+@pytest.mark.parametrize("net", [BiasedMF, NCF, FeatureMF])
+def test_networks_score_pairs_and_unknown_ids_get_the_bias_fallback(net) -> None:
+    model = net(_spec()).eval()
+    user, item = torch.tensor([1, 0, 2]), torch.tensor([1, 2, 0])
+    features = (torch.rand(3, 3), torch.rand(3, 3))
+    assert model(user, item, *features).shape == (3,)
+    with torch.no_grad():
+        model.user_bias.weight[1:] = 1.0
+        model.item_bias.weight[1:] = 2.0
+    if net is BiasedMF:  # an unknown user: the global mean plus the item bias, nothing else
+        assert model(torch.tensor([0]), torch.tensor([1])).item() == pytest.approx(3.5 + 2.0)
+
+
+def test_ranking_metrics_match_hand_computation() -> None:
+    target = torch.tensor([[-1.0, 1.0, 0.0, 0.0, 1.0], [-1.0, 0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0, 0.0]])
+    scores = torch.tensor([[9.0, 3.0, 5.0, 1.0, 0.0], [9.0, 5.0, 4.0, 3.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    values = {}
+    for kind in ("hr", "ndcg", "recall"):
+        metric = TopK(kind, k=2)
+        metric.update(scores.reshape(-1), target)
+        values[kind] = float(metric.compute())
+    # user 0: top-2 (seen item 0 excluded) = items 2, 1 -> one hit at rank 2; user 1: items 1, 2 -> no hit;
+    # user 2 has no relevant item and does not count.
+    assert values["hr"] == pytest.approx(0.5)
+    assert values["recall"] == pytest.approx(0.25)
+    assert values["ndcg"] == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)) / 2)
+    missed = TopK("hr", k=2)  # a held-out item absent from training (2 in the unknown slot) is a miss
+    missed.update(torch.tensor([[9.0, 1.0, 0.0]]), torch.tensor([[2.0, 0.0, 0.0]]))
+    assert float(missed.compute()) == 0.0 and float(missed.users) == 1
+
+
+def test_ml100k_slice_splits_and_spec() -> None:
+    from converge_recsys.data import RecsysData
+    from converge_recsys.sources import MovieLens100k
+
+    data = RecsysData(MovieLens100k(), task="ranking", split="leave_last_out", max_users=50)
+    spec = data.spec()
+    parts = data._prepare()["parts"]
+    assert len(parts["test"]) == len(parts["val"]) == 50
+    assert spec["num_users"] == 51 and spec["item_titles"][1]
+    users, targets = data.ranking_targets("test")
+    assert (targets >= 1).sum(1).tolist() == [1] * 50  # one held-out item per user (2: not in training)
+    seen = data._prepare()["item_idx"][parts["train"]], data._prepare()["user_idx"][parts["train"]]
+    row_of = {int(u): r for r, u in enumerate(users)}
+    assert all(targets[row_of[int(u)], int(i)] == -1 for i, u in zip(*seen, strict=True))
+    assert json.loads(json.dumps(spec)) == spec  # plain JSON
+
+
+def test_experiments_compose() -> None:
+    rating = compose(["experiment=recsys/ml100k", "data.fold=3"], output_dir="/tmp/unused")
+    assert rating.data.split == "kfold" and rating.data.fold == 3 and rating.task_name == "recsys-ml100k"
+    ranking = compose(["experiment=recsys/ml100k_ranking"], output_dir="/tmp/unused")
+    assert ranking.data.task == "ranking" and ranking.data.eval_negatives == 0
