@@ -1,0 +1,157 @@
+"""The text classification data module: split, tokenize once, batch by padding; and the spec.
+
+Texts are turned into id arrays once, in `setup`, by the same `TextTokenizer`
+the inference runtime uses; a batch is then only padding (no per-batch Python
+tokenization, nothing that can fail inside a DataLoader worker). The tokenizer
+and the class names are learned from the training split alone and returned by
+`spec()`, so they travel with the checkpoint and the export bundle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from converge.data.module import DataModule
+from converge.data.splits import stratified_split
+from converge.errors import ConfigError, DataError
+from converge_text.sources import Corpus, LabelledTexts
+from converge_text.tokenizer import TextTokenizer, pad
+
+_TOKENIZER_DEFAULTS = {"max_vocab": 50_000, "min_count": 1, "bigram_buckets": 0, "max_words": 512, "lowercase": True,
+                       "term_frequency": "raw"}
+
+
+class EncodedTexts(Dataset):
+    """Token id arrays and label ids of one split."""
+
+    def __init__(self, ids: list[np.ndarray], labels: np.ndarray) -> None:
+        self.ids, self.labels = ids, labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return self.ids[index], int(self.labels[index])
+
+
+def collate(batch: Sequence[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token ids int64 (batch, longest), labels int64 (batch,)): right-padded with 0."""
+    ids, labels = zip(*batch, strict=True)
+    return torch.from_numpy(pad(ids)), torch.tensor(labels, dtype=torch.int64)
+
+
+class TextClassificationData(DataModule):
+    """Labelled texts from `source`, split into train/val/test with fixed, stratified, seeded splits.
+
+    Args:
+        source: builds a `Corpus` (`.load()`): a built-in corpus or your CSV/JSONL.
+        tokenizer: `TextTokenizer.build` settings: max_vocab, min_count, bigram_buckets (0: words only),
+            max_words, lowercase, term_frequency (raw, binary, log).
+        test_fraction: used only when the source has no test split of its own.
+        val_fraction: of the training split (never of test).
+        max_docs: keep at most this many documents of each split (a seeded stratified sample): for
+            quick checks and tests on slices of the real data; null keeps everything.
+    """
+
+    def __init__(self, source: Any, tokenizer: Mapping[str, Any] | None = None, test_fraction: float = 0.2,
+                 val_fraction: float = 0.1, split_seed: int = 0, max_docs: int | None = None,
+                 **loader: Any) -> None:
+        super().__init__(**loader)
+        if not hasattr(source, "load"):
+            raise ConfigError(f"data.source must build a text source (with .load()), got {type(source).__name__}")
+        unknown = set(tokenizer or {}) - set(_TOKENIZER_DEFAULTS)
+        if unknown:
+            raise ConfigError(f"data.tokenizer: unknown settings {sorted(unknown)}; "
+                              f"known: {sorted(_TOKENIZER_DEFAULTS)}")
+        self.source = source
+        self.tokenizer_settings = {**_TOKENIZER_DEFAULTS, **(tokenizer or {})}
+        self.test_fraction, self.val_fraction, self.split_seed = test_fraction, val_fraction, split_seed
+        self.max_docs = max_docs
+        self._prepared: dict[str, Any] | None = None
+
+    # -- preparing: split, learn the vocabulary on train, encode every split ---------------------------------
+    def _prepare(self) -> dict[str, Any]:
+        if self._prepared is None:
+            splits = self._split(self.source.load())
+            class_names = sorted(set(splits["train"].labels))
+            if len(class_names) < 2:
+                raise DataError(f"the training split has {len(class_names)} class(es) {class_names}; "
+                                f"classification needs at least 2")
+            tokenizer = TextTokenizer.build(splits["train"].texts, **self.tokenizer_settings)
+            index = {name: i for i, name in enumerate(class_names)}
+            encoded = {name: self._encode(part, tokenizer, index, name) for name, part in splits.items()}
+            self._prepared = {"class_names": class_names, "tokenizer": tokenizer, "datasets": encoded}
+        return self._prepared
+
+    def _split(self, corpus: Corpus) -> dict[str, LabelledTexts]:
+        train = self._limit(corpus.train, 0)
+        if corpus.test is not None:
+            test = self._limit(corpus.test, 1)
+        else:
+            keep, held = stratified_split(np.asarray(train.labels), self.test_fraction, self.split_seed)
+            train, test = _take(train, keep), _take(train, held)
+        keep, held = stratified_split(np.asarray(train.labels), self.val_fraction, self.split_seed + 1)
+        return {"train": _take(train, keep), "val": _take(train, held), "test": test}
+
+    def _limit(self, part: LabelledTexts, offset: int) -> LabelledTexts:
+        if not self.max_docs or len(part) <= self.max_docs:
+            return part
+        _, kept = stratified_split(np.asarray(part.labels), self.max_docs / len(part), self.split_seed + 10 + offset)
+        return _take(part, kept)
+
+    @staticmethod
+    def _encode(part: LabelledTexts, tokenizer: TextTokenizer, index: dict[str, int], split: str) -> EncodedTexts:
+        unknown = [(origin, label) for label, origin in zip(part.labels, part.origins, strict=True)
+                   if label not in index]
+        if unknown:
+            origin, label = unknown[0]
+            raise DataError(f"{origin}: label '{label}' of the {split} split never occurs in the training split "
+                            f"({len(unknown)} such row(s)); known labels: {', '.join(index)}")
+        ids = [np.asarray(tokenizer.encode(text), dtype=np.int64) for text in part.texts]
+        return EncodedTexts(ids, np.asarray([index[label] for label in part.labels], dtype=np.int64))
+
+    # -- the DataModule contract -------------------------------------------------------------------------------
+    def spec(self) -> dict[str, Any]:
+        prepared = self._prepare()
+        tokenizer: TextTokenizer = prepared["tokenizer"]
+        return {"class_names": prepared["class_names"], "num_classes": len(prepared["class_names"]),
+                "num_ids": tokenizer.num_ids, "tokenizer": tokenizer.to_spec()}
+
+    def document_frequencies(self) -> tuple[np.ndarray, int]:
+        """(in how many training documents each id occurs, how many training documents): for idf weights."""
+        train = self.dataset("train")
+        counts = np.zeros(self._prepare()["tokenizer"].num_ids, dtype=np.int64)
+        for ids in train.ids:
+            counts[np.unique(ids)] += 1
+        return counts, len(train)
+
+    def setup(self, stage: str | None = None) -> None:
+        self._prepare()
+
+    def dataset(self, split: str) -> EncodedTexts:
+        return self._prepare()["datasets"][split]
+
+    def loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        """The base class's loader settings plus the padding collate (its `loader` takes no collate_fn)."""
+        return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
+                          drop_last=False, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=self.pin_memory, collate_fn=collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.dataset("train"), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.dataset("val"), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader(self.dataset("test"), train=False)
+
+
+def _take(part: LabelledTexts, indices: np.ndarray) -> LabelledTexts:
+    return LabelledTexts([part.texts[i] for i in indices], [part.labels[i] for i in indices],
+                         [part.origins[i] for i in indices])

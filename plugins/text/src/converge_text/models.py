@@ -1,0 +1,168 @@
+"""Networks over padded token ids. Each maps int64 ids (batch, sequence), 0 = padding, to logits (batch, classes).
+
+All three are export-safe: tensor operations only, no Python branches on data,
+any batch size and sequence length (an all-padding row, from an empty text,
+gives finite logits). Each takes (num_ids, num_classes) from the data spec.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from converge_text.tokenizer import PAD_ID
+
+
+def _token_mask(token_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(batch, sequence, 1): 1.0 for a real token, 0.0 for padding."""
+    return (token_ids != PAD_ID).unsqueeze(-1).to(dtype)
+
+
+class FastText(nn.Module):
+    """fastText (Joulin et al., 2017): the average of word and hashed-bigram embeddings, then a linear layer.
+
+    An `nn.Embedding` and a masked average rather than an offsets-based `nn.EmbeddingBag`:
+    it takes the same padded (batch, sequence) ids as the other models, and exports to
+    ONNX, TorchScript and torch.export as a plain Gather + ReduceSum (EmbeddingBag's
+    offsets input has no clean ONNX equivalent and would need its own input format).
+
+    Each token is weighted by a per-id `token_weights` buffer (all ones unless set;
+    the task fills it with the training split's inverse document frequencies when
+    asked), and the weighted sum is divided by the weights' L2 norm (`pooling: l2`,
+    the length normalisation of tf-idf vectors) or their sum (`pooling: mean`, the original).
+    During training, `token_dropout` hides each token with that probability: bag-of-n-gram
+    models otherwise memorise the training set in a couple of epochs.
+
+    `sparse: true` gives the embedding table sparse gradients: a step then touches only the
+    rows of the batch's n-grams, not all of them, which is what makes millions of bigram
+    buckets affordable on a CPU. It needs an optimiser that accepts sparse gradients
+    (`torch.optim.Adagrad` or `SGD` without weight decay; Adam(W) refuses them).
+    """
+
+    def __init__(self, num_ids: int, num_classes: int, dim: int = 64, pooling: str = "l2", dropout: float = 0.0,
+                 token_dropout: float = 0.0, sparse: bool = False) -> None:
+        super().__init__()
+        if pooling not in ("mean", "l2"):
+            raise ValueError(f"pooling must be 'mean' or 'l2', got {pooling!r}")
+        self.embedding = nn.Embedding(num_ids, dim, padding_idx=PAD_ID, sparse=sparse)
+        nn.init.uniform_(self.embedding.weight, -1.0 / dim, 1.0 / dim)
+        with torch.no_grad():
+            self.embedding.weight[PAD_ID].zero_()
+        self.register_buffer("token_weights", torch.ones(num_ids))
+        self.pooling, self.token_dropout = pooling, token_dropout
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        weights = self.token_weights[token_ids].unsqueeze(-1) * _token_mask(token_ids, self.head.weight.dtype)
+        if self.training and self.token_dropout > 0:
+            weights = weights * (torch.rand_like(weights) >= self.token_dropout).to(weights.dtype)
+        summed = (self.embedding(token_ids) * weights).sum(dim=1)
+        norm = weights.square().sum(dim=1).sqrt() if self.pooling == "l2" else weights.sum(dim=1)
+        return self.head(self.dropout(summed / norm.clamp_min(1e-6)))
+
+
+class KimCNN(nn.Module):
+    """Kim (2014): word embeddings, parallel 1-D convolutions of several widths, max-over-time pooling.
+
+    Each convolution is zero-padded by `width - 1` on both sides (a text shorter than a
+    filter still has windows) and has no bias, so a window of padding alone (whose
+    embeddings are the zero padding row) scores exactly 0 after the ReLU, the smallest
+    possible value: padding never wins the max, extra padding never changes the answer,
+    and an all-padding row pools to zeros. The feature maps are right-padded with zeros
+    (harmless for the same reason) to one length and pooled by a single max: onnxruntime's
+    shape inference, which int8 quantization runs first, loses the shape of a ReduceMax
+    output, so nothing may need it before the final Gemm.
+    """
+
+    reads_word_order = True  # needs ids in text order: no hashed bigrams appended, not a bag
+
+    def __init__(self, num_ids: int, num_classes: int, dim: int = 128, widths: Sequence[int] = (3, 4, 5),
+                 filters: int = 100, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_ids, dim, padding_idx=PAD_ID)
+        self.convs = nn.ModuleList(nn.Conv1d(dim, filters, width, padding=width - 1, bias=False) for width in widths)
+        self.widest = max(widths)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(filters * len(widths), num_classes)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        embedded = self.embedding(token_ids).transpose(1, 2)  # (batch, dim, sequence)
+        # each map is (batch, filters, sequence + width - 1): right-pad all to sequence + widest - 1
+        maps = [F.pad(F.relu(conv(embedded)), (0, self.widest - conv.kernel_size[0])) for conv in self.convs]
+        return self.head(self.dropout(torch.cat(maps, dim=1).amax(dim=-1)))
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(length, dim) fixed positional encodings (Vaswani et al.), computed for any length: nothing to outgrow."""
+    position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    angles = position * frequency
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)[:, :dim].to(dtype)
+
+
+class EncoderBlock(nn.Module):
+    """One pre-norm Transformer encoder layer, written out in plain tensor operations.
+
+    Not `nn.TransformerEncoderLayer`: in eval mode that one may switch to a fused
+    kernel with nested tensors, which the exporters do not all handle; these few
+    lines export the same way everywhere.
+    """
+
+    def __init__(self, dim: int, heads: int, feedforward: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.scale = heads, 1.0 / math.sqrt(dim // heads)
+        self.attention_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.feedforward_norm = nn.LayerNorm(dim)
+        self.feedforward = nn.Sequential(nn.Linear(dim, feedforward), nn.GELU(), nn.Dropout(dropout),
+                                         nn.Linear(feedforward, dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = hidden.shape
+        q, k, v = self.qkv(self.attention_norm(hidden)).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-1, -2)) * self.scale + key_bias  # (batch, heads, len, len)
+        attended = (self.dropout(scores.softmax(dim=-1)) @ v).transpose(1, 2).reshape(batch, length, dim)
+        hidden = hidden + self.dropout(self.out(attended))
+        return hidden + self.dropout(self.feedforward(self.feedforward_norm(hidden)))
+
+
+class TransformerClassifier(nn.Module):
+    """A small pre-norm Transformer encoder trained from scratch, then a masked mean over tokens.
+
+    Padding is hidden from attention by an additive bias of -1e4 rather than -inf:
+    an all-padding row (an empty text) then attends uniformly instead of producing NaN.
+    Positions are sinusoidal, computed for the actual length, so no length is too long.
+    """
+
+    reads_word_order = True  # needs ids in text order: no hashed bigrams appended, not a bag
+
+    def __init__(self, num_ids: int, num_classes: int, dim: int = 128, heads: int = 4, layers: int = 2,
+                 feedforward: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.embedding = nn.Embedding(num_ids, dim, padding_idx=PAD_ID)
+        self.blocks = nn.ModuleList(EncoderBlock(dim, heads, feedforward, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        embedded = self.embedding(token_ids) * math.sqrt(self.embedding.embedding_dim)
+        hidden = embedded + sinusoidal_positions(token_ids.shape[1], embedded.shape[-1], embedded.device,
+                                                 embedded.dtype)
+        hidden = self.dropout(hidden)
+        mask = _token_mask(token_ids, hidden.dtype)  # (batch, sequence, 1)
+        key_bias = ((1.0 - mask) * -1e4).transpose(1, 2).unsqueeze(1)  # (batch, 1, 1, sequence)
+        for block in self.blocks:
+            hidden = block(hidden, key_bias)
+        hidden = self.norm(hidden)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        return self.head(pooled)

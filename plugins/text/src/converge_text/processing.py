@@ -1,0 +1,69 @@
+"""Serving texts: files in, padded token ids out. numpy and the standard library only (no torch).
+
+The tokenizer is rebuilt from the bundle's preprocessing state (the training
+spec) and is the very code the data module trained with. Inputs:
+
+- `*.txt` (or any other suffix): the whole file is one text, one answer;
+- `*.csv`, `*.tsv`, `*.jsonl`: one answer per row, named `file:line`, text from
+  `--text-column` (default `text`; a label column, if present, is ignored).
+
+An empty text is served as an all-padding row (the model's prior); bytes that
+are not UTF-8 are an error naming the file and line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from converge.errors import DataError
+from converge.runtime.processing import Preprocessor, Request
+from converge_text.sources import decoded_lines, read_table
+from converge_text.tokenizer import TextTokenizer, pad
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
+
+
+class TextPreprocessor(Preprocessor):
+    def __init__(self, spec, options: argparse.Namespace | None = None) -> None:
+        super().__init__(spec, options)
+        self.tokenizer = TextTokenizer.from_spec(spec["tokenizer"])
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--text-column", default="text",
+                            help="column (CSV/TSV) or key (JSONL) holding the text (default: text)")
+
+    def requests(self, paths: Sequence[str]) -> Iterator[Request]:
+        for name in paths:
+            path = Path(name)
+            if not path.is_file():
+                raise DataError(f"{path}: no such file")
+            if path.suffix.lower() in TABLE_SUFFIXES:
+                yield from self._rows(path)
+            else:
+                yield self.request(name, read_text_file(path))
+
+    def _rows(self, path: Path) -> Iterator[Request]:
+        column = getattr(self.options, "text_column", "text")
+        table = read_table(path, text_column=column, label_column=None)  # labels are not needed to serve
+        for text, origin in zip(table.texts, table.origins, strict=True):
+            yield self.request(origin, text)
+
+    def request(self, source: str, text: str) -> Request:
+        return Request(source=source, inputs={"token_ids": self.tokenizer.encode_batch([text])})
+
+    def collate(self, requests: Sequence[Request]) -> dict[str, np.ndarray]:
+        return {"token_ids": pad([row for r in requests for row in _unpadded(r.inputs["token_ids"])])}
+
+
+def _unpadded(batch: np.ndarray) -> list[np.ndarray]:
+    return [row[: max(1, int(np.count_nonzero(row)))] for row in batch]
+
+
+def read_text_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return "".join(decoded_lines(handle, path))

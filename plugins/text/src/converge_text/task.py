@@ -1,0 +1,102 @@
+"""Text classification: padded token ids in, class logits out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from converge.errors import ConfigError
+from converge.task import TaskModule
+
+TOKEN_WEIGHTINGS = ("none", "idf")
+LOSSES = ("cross_entropy", "multi_margin")
+
+
+class TextClassifier(TaskModule):
+    """A network from the `net` config over token ids from the data spec's tokenizer.
+
+    `token_weighting: idf` fills the network's per-id `token_weights` buffer (fastText
+    has one) with the training split's smoothed inverse document frequencies when
+    fitting starts. They live in the weights, not in the spec: one float per id is
+    too big for plain JSON, and the exported model then needs nothing but the ids.
+    """
+
+    monitor = "val/acc"
+    mode = "max"
+    input_names = ("token_ids",)
+    output_names = ("logits",)
+
+    def __init__(
+        self,
+        net: Mapping[str, Any],
+        spec: Mapping[str, Any],
+        optim: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        token_weighting: str = "none",
+        loss: str = "cross_entropy",
+    ) -> None:
+        super().__init__(spec=spec, optim=optim, scheduler=scheduler, data=data)
+        if loss not in LOSSES:
+            raise ConfigError(f"model.loss must be one of {LOSSES}, got '{loss}'")
+        if token_weighting not in TOKEN_WEIGHTINGS:
+            raise ConfigError(f"model.token_weighting must be one of {TOKEN_WEIGHTINGS}, got '{token_weighting}'")
+        self.net = instantiate(dict(net), num_ids=spec["num_ids"], num_classes=spec["num_classes"])
+        if token_weighting != "none" and not hasattr(self.net, "token_weights"):
+            raise ConfigError(f"model.token_weighting={token_weighting} needs a network with token weights "
+                              f"(text/fasttext), not {type(self.net).__name__}")
+        tokenizer = spec.get("tokenizer", {})
+        if getattr(self.net, "reads_word_order", False) and (tokenizer.get("bigram_buckets")
+                                                              or tokenizer.get("term_frequency", "raw") != "raw"):
+            raise ConfigError(f"{type(self.net).__name__} reads words in order, but the data's tokenizer appends "
+                              f"hashed bigrams or makes a bag of ids (fastText style): set "
+                              f"data.tokenizer.bigram_buckets=0 data.tokenizer.term_frequency=raw")
+        self.label_smoothing, self.token_weighting, self.loss = label_smoothing, token_weighting, loss
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.net(token_ids)
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {"token_ids": {0: "batch", 1: "sequence"}}
+
+    def setup(self, stage: str) -> None:
+        # Recomputed from the same training split on resume (and on every DDP rank): always the same values.
+        if stage == "fit" and self.token_weighting == "idf":
+            datamodule = self.trainer.datamodule
+            if datamodule is None or not hasattr(datamodule, "document_frequencies"):
+                raise ConfigError("model.token_weighting=idf needs the text data module (document frequencies)")
+            frequencies, documents = datamodule.document_frequencies()
+            self.net.token_weights.copy_(torch.from_numpy(inverse_document_frequency(frequencies, documents)))
+
+    def build_metrics(self) -> MetricCollection:
+        classes = self.spec["num_classes"]
+        return MetricCollection({
+            "acc": MulticlassAccuracy(num_classes=classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes=classes, average="macro"),
+        })
+
+    def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.loss == "multi_margin":  # the multi-class hinge loss of a linear SVM (Weston and Watkins)
+            return F.multi_margin_loss(outputs, target)
+        return F.cross_entropy(outputs, target, label_smoothing=self.label_smoothing)
+
+
+def inverse_document_frequency(frequencies: np.ndarray, documents: int) -> np.ndarray:
+    """scikit-learn's smoothed idf, log((1 + n) / (1 + df)) + 1, as float32.
+
+    Ids that never occur in training (padding; the unknown word when every training word is in the
+    vocabulary; empty bigram buckets) get 0: their embeddings were never trained, and with the
+    largest idf they would otherwise dominate a text with many new words (as scikit-learn ignores them).
+    """
+    idf = np.log((1.0 + documents) / (1.0 + frequencies.astype(np.float64))) + 1.0
+    idf[frequencies == 0] = 0.0
+    idf[0] = 0.0
+    return idf.astype(np.float32)

@@ -1,0 +1,63 @@
+"""The converge conformance suite (train, checkpoint, resume, evaluate, export, predict) on each text model,
+on small slices of the real Reuters R8 corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from converge.testing import PluginConformance
+
+# 160 training and 160 test documents of R8, a small vocabulary: seconds per run, real text.
+SLICE = ["data=text/r8", "data.max_docs=160", "data.tokenizer.max_vocab=3000", "data.batch_size=32"]
+WORDS_IN_ORDER = ["data.tokenizer.bigram_buckets=0", "data.tokenizer.term_frequency=raw",
+                  "data.tokenizer.max_words=64"]
+# A barely trained model's int8 copy can differ from fp32 by more than a trained one's.
+LOOSE_INT8 = ["export.max_metric_drop.int8=1.0", "export.tolerance.int8.rtol=10.0"]
+
+
+def _texts(folder: Path) -> list[str]:
+    """Two news stories and an empty file (served as an all-padding row)."""
+    stories = {"oil.txt": "opec agreed to cut crude oil output as prices fell in world markets",
+               "earnings.txt": "the company reported net profit of mln dlrs per share for the quarter",
+               "empty.txt": ""}
+    paths = []
+    for name, text in stories.items():
+        (folder / name).write_text(text, encoding="utf-8")
+        paths.append(str(folder / name))
+    return paths
+
+
+class TestFastText(PluginConformance):
+    overrides = [*SLICE, "model=text/fasttext", "data.tokenizer.bigram_buckets=2000", "model.net.dim=16"]
+    export_overrides = LOOSE_INT8
+
+    def predict_inputs(self, folder: Path) -> list[str]:
+        return _texts(folder)
+
+
+class TestKimCNN(PluginConformance):
+    overrides = [*SLICE, *WORDS_IN_ORDER, "model=text/cnn", "model.net.dim=16", "model.net.filters=8"]
+    export_overrides = LOOSE_INT8
+
+    def predict_inputs(self, folder: Path) -> list[str]:
+        return _texts(folder)
+
+
+class TestTransformer(PluginConformance):
+    overrides = [*SLICE, *WORDS_IN_ORDER, "model=text/transformer", "model.net.dim=16", "model.net.heads=2",
+                 "model.net.layers=1", "model.net.feedforward=32"]
+    export_overrides = LOOSE_INT8
+
+    def predict_inputs(self, folder: Path) -> list[str]:
+        return _texts(folder)
+
+
+class TestFastTextExperiment(PluginConformance):
+    """The recipe of `experiment=text/r8` itself (sparse embedding gradients, Adagrad), on the slice."""
+
+    overrides = ["experiment=text/r8", "data.max_docs=160", "data.tokenizer.max_vocab=3000",
+                 "data.tokenizer.bigram_buckets=5000", "data.batch_size=32"]
+    export_overrides = LOOSE_INT8
+
+    def predict_inputs(self, folder: Path) -> list[str]:
+        return _texts(folder)
