@@ -9,6 +9,7 @@ the side features: the documented fallback.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ def _bias(count: int) -> nn.Embedding:
     return table
 
 
-class Scorer(nn.Module):
+class Scorer(nn.Module, ABC):
     """Shared parts: global mean and user/item biases; `penalty` is the L2 term of the rows a batch used."""
 
     uses_features = False
@@ -44,8 +45,9 @@ class Scorer(nn.Module):
     def biases(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         return self.global_mean + self.user_bias(user).squeeze(-1) + self.item_bias(item).squeeze(-1)
 
+    @abstractmethod
     def penalty(self, user: torch.Tensor, item: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The L2 penalty of the parameter rows this batch uses."""
 
 
 class BiasedMF(Scorer):
