@@ -54,7 +54,8 @@ def test_digits_split_is_fixed_stratified_and_disjoint() -> None:
     assert spec["num_classes"] == 10 and spec["channels"] == 1 and spec["image_size"] == [8, 8]
 
 
-@pytest.mark.parametrize("make", [lambda: SmallCNN(1, 10), lambda: resnet18_small(1, 10),
+@pytest.mark.parametrize("make", [lambda: SmallCNN(1, 10), lambda: SmallCNN(1, 10, upsample=2),
+                                  lambda: resnet18_small(1, 10),
                                   lambda: torchvision_classifier("mobilenet_v3_small", 1, 10)])
 def test_networks_map_images_to_logits(make) -> None:
     net = make().eval()

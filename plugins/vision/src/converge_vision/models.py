@@ -12,11 +12,15 @@ class SmallCNN(nn.Module):
     """VGG-style blocks (two 3x3 conv + BN + ReLU, then 2x2 max-pool), global average pool, linear head.
 
     The default widths reach > 99% on 8x8 digits and 28x28 MNIST in seconds on a CPU.
+    `upsample` > 1 first resizes the input bilinearly by that factor: on tiny images (8x8 digits)
+    the 3x3 convolutions then see sub-pixel detail, which cuts the test errors about in half.
     """
 
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128),
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, upsample: int = 1) -> None:
         super().__init__()
+        # A separate module (Identity when off) keeps the parameter names of `features` unchanged.
+        self.resize = nn.Upsample(scale_factor=upsample, mode="bilinear") if upsample > 1 else nn.Identity()
         layers: list[nn.Module] = []
         channels = in_channels
         for width in widths:
@@ -31,7 +35,7 @@ class SmallCNN(nn.Module):
                                   nn.Linear(channels, num_classes))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))
+        return self.head(self.features(self.resize(images)))
 
 
 def resnet18_small(in_channels: int, num_classes: int) -> nn.Module:
