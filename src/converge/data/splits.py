@@ -29,3 +29,24 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         held_out.append(members[:count])
     held = np.sort(np.concatenate(held_out)) if held_out else np.array([], dtype=int)
     return np.setdiff1d(np.arange(len(labels)), held), held
+
+
+def stratified_fold(labels: np.ndarray, num_folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) of fold `fold` of a stratified `num_folds`-fold partition (cross-validation).
+
+    Every class is shuffled by `seed` and dealt round-robin into the folds, so fold sizes differ by
+    at most one per class and the K validation parts are disjoint and cover every sample once.
+    """
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be at least 2, got {num_folds}")
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"fold must be in [0, {num_folds}), got {fold}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held_out = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        held_out.append(members[fold::num_folds])
+    held = np.sort(np.concatenate(held_out)) if held_out else np.array([], dtype=int)
+    return np.setdiff1d(np.arange(len(labels)), held), held

@@ -1,0 +1,33 @@
+"""The seeded splits every data module uses: sizes, stratification, disjointness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from converge.data.splits import stratified_fold, stratified_split
+
+LABELS = np.repeat(np.arange(3), [50, 30, 17])
+
+
+def test_stratified_split_holds_out_each_class_in_proportion() -> None:
+    kept, held = stratified_split(LABELS, 0.2, seed=0)
+    assert len(held) == 20 and len(kept) == len(LABELS) - 20
+    assert np.intersect1d(kept, held).size == 0
+    assert np.bincount(LABELS[held]).tolist() == [10, 6, 4]
+    assert np.array_equal(held, stratified_split(LABELS, 0.2, seed=0)[1])  # the seed fixes the members
+
+
+def test_stratified_folds_partition_the_samples() -> None:
+    parts = [stratified_fold(LABELS, 5, fold, seed=3) for fold in range(5)]
+    validation = np.concatenate([val for _, val in parts])
+    assert sorted(validation.tolist()) == list(range(len(LABELS)))  # every sample validates exactly once
+    for train, val in parts:
+        assert np.intersect1d(train, val).size == 0 and len(train) + len(val) == len(LABELS)
+        assert np.abs(np.bincount(LABELS[val]) - np.bincount(LABELS) / 5).max() < 1  # stratified
+
+
+@pytest.mark.parametrize(("num_folds", "fold"), [(1, 0), (5, 5), (5, -1)])
+def test_bad_fold_arguments_are_refused(num_folds: int, fold: int) -> None:
+    with pytest.raises(ValueError, match="fold"):
+        stratified_fold(LABELS, num_folds, fold, seed=0)
