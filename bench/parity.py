@@ -116,6 +116,29 @@ def timed_worker(variant: str, workload: str, epochs: int) -> dict:
     return {"seconds": time.perf_counter() - started, "loss": json.loads(done.stdout.splitlines()[-1])["loss"]}
 
 
+def table(workloads: list[str], repeats: int = 5, short: int = 1, long: int = 6) -> str:
+    rows = ["| workload | hand-written s/epoch (a) | plain Lightning s/epoch (b) | converge s/epoch (c) | c/a | c/b "
+            "| final loss a / b |", "|---|---|---|---|---|---|---|"]
+    for workload in workloads:
+        per_epoch: dict[str, list[float]] = {"pytorch": [], "lightning": [], "converge": []}
+        losses = {}
+        for _ in range(repeats):
+            for variant in per_epoch:  # interleaved, so drift in machine load hits all three alike
+                first = timed_worker(variant, workload, short)
+                last = timed_worker(variant, workload, long)
+                per_epoch[variant].append((last["seconds"] - first["seconds"]) / (long - short))
+                losses[variant] = last["loss"]
+        median = {variant: statistics.median(values) for variant, values in per_epoch.items()}
+        same = f"{losses['pytorch']:.5f} / {losses['lightning']:.5f}"
+        if round(losses["pytorch"], 5) != round(losses["lightning"], 5):
+            same += " (DIFFER)"
+        rows.append(f"| {workload} | {median['pytorch']:.3f} | {median['lightning']:.3f} | {median['converge']:.3f} | "
+                    f"{median['converge'] / median['pytorch']:.3f} | {median['converge'] / median['lightning']:.3f} "
+                    f"| {same} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
@@ -129,26 +152,7 @@ def main() -> None:
         run = plain_pytorch if variant == "pytorch" else plain_lightning
         print(json.dumps({"loss": run(workload, int(epochs))}))
         return
-    print("| workload | hand-written s/epoch (a) | plain Lightning s/epoch (b) | converge s/epoch (c) | c/a | c/b "
-          "| final loss a / b |")
-    print("|---|---|---|---|---|---|---|")
-    for workload in options.workloads:
-        per_epoch: dict[str, list[float]] = {"pytorch": [], "lightning": [], "converge": []}
-        losses = {}
-        for _ in range(options.repeats):
-            for variant in per_epoch:  # interleaved, so drift in machine load hits all three alike
-                short = timed_worker(variant, workload, options.short)
-                long = timed_worker(variant, workload, options.long)
-                per_epoch[variant].append((long["seconds"] - short["seconds"]) / (options.long - options.short))
-                losses[variant] = long["loss"]
-        median = {variant: statistics.median(values) for variant, values in per_epoch.items()}
-        same = f"{losses['pytorch']:.5f} / {losses['lightning']:.5f}"
-        if round(losses["pytorch"], 5) != round(losses["lightning"], 5):
-            same += " (DIFFER)"
-        print(f"| {workload} | {median['pytorch']:.3f} | {median['lightning']:.3f} | {median['converge']:.3f} | "
-              f"{median['converge'] / median['pytorch']:.3f} | {median['converge'] / median['lightning']:.3f} "
-              f"| {same} |", flush=True)
-
+    print(table(options.workloads, options.repeats, options.short, options.long))
 
 if __name__ == "__main__":
     main()

@@ -1,21 +1,20 @@
-"""Headline results: train each experiment through the real CLI, export it, serve it; print markdown tables.
+"""Headline results: train each experiment through the real CLI, export it, serve it; markdown tables.
 
-    python bench/results.py                      # digits and mnist5k, seed 42
-    python bench/results.py --seeds 42 1 2 --experiments vision/digits
+    python bench/results.py                                   # every plugin's headline experiment, seed 42
+    python bench/results.py --experiments vision/digits --seeds 42 1 2
 
-For each experiment and seed: the test metrics of the best checkpoint (metrics.json).
-For the first seed: `converge export` with int8 and `converge bench` (ONNX, int8 and
-eager PyTorch: latency at batch 1, throughput at batch 64, file sizes, the int8
-metric drop on the validation split). Also: `converge --help`, `converge plugins`
-and `converge predict` cold starts (best of 5 fresh processes), and the classical
-baseline on the digits split (an RBF SVM).
+For each experiment and seed: the test metrics of the best checkpoint and the epochs
+and seconds it took (metrics.json), next to the published or classical anchor. For
+the first seed: `converge export` with int8 and `converge bench` (ONNX, int8 and
+eager PyTorch: latency at batch 1, throughput at batch 64, file sizes, each format's
+metric on the validation split), and the `converge predict` cold start of the
+digits bundle.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,15 +22,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from startup import command_seconds  # bench/ is on sys.path when run as a script
 
-
-def cli_seconds(*args: str, repeat: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "converge.cli", *args], check=True, capture_output=True)
-        best = min(best, time.perf_counter() - started)
-    return best
+# What each headline experiment is measured against (test split unless said).
+ANCHORS = {
+    "vision/digits": "RBF SVM on the same split: {svm}",
+    "vision/mnist5k": "RBF SVM on the same split: {svm}",
+    "text/r8": "fastText 0.9613, TF-IDF+LR 0.9374, TextGCN 0.9707 (Yao et al. 2019)",
+    "text/20ng": "fastText 0.7938, TF-IDF+LR 0.8319, TextGCN 0.8634 (Yao et al. 2019)",
+    "recsys/ml100k": "RMSE: SVD 0.934, SVD++ 0.919 (Surprise, 5-fold)",
+}
+HEADLINES = list(ANCHORS)
 
 
 def converge(*args: str) -> str:
@@ -64,16 +65,17 @@ def predict_cold_start(bundle: Path, folder: Path) -> float:
 
     image = folder / "digit.png"
     Image.fromarray(Digits().load().images[0, 0].numpy(), mode="L").save(image)
-    return cli_seconds("predict", str(bundle), str(image))
+    return command_seconds("predict", str(bundle), str(image), repeats=5)
 
 
-def svm_baseline_on_digits() -> float:
+def svm_baseline(experiment: str) -> float:
+    """An RBF SVM on the experiment's own split (train+val -> test): the classical anchor for vision."""
     from sklearn.svm import SVC
 
-    from converge_vision.data import ImageClassificationData
-    from converge_vision.sources import Digits
+    from converge.app.build import build_datamodule
+    from converge.testing import compose
 
-    splits = ImageClassificationData(source=Digits())._split()
+    splits = build_datamodule(compose([f"experiment={experiment}"]).data)._split()
     (images, train_idx), (_, val_idx), (_, test_idx) = splits["train"], splits["val"], splits["test"]
     fit_idx = np.concatenate([train_idx, val_idx])  # the SVM needs no validation split
     pixels = images.images.reshape(len(images.labels), -1).float().numpy() / 255
@@ -81,48 +83,66 @@ def svm_baseline_on_digits() -> float:
     return float((model.predict(pixels[test_idx]) == images.labels[test_idx]).mean())
 
 
+def anchor(experiment: str) -> str:
+    text = ANCHORS.get(experiment, "")
+    return text.format(svm=f"{svm_baseline(experiment):.4f}") if "{svm}" in text else text
+
+
+def results_table(experiments: list[str], seeds: list[int], scratch: Path) -> tuple[str, dict]:
+    rows = ["| experiment | seed | test metrics | best epoch / epochs | train+test s | anchor |",
+            "|---|---|---|---|---|---|"]
+    served = {}
+    for experiment in experiments:
+        for seed in seeds:
+            result = train(experiment, seed, scratch)
+            test = ", ".join(f"{key.removeprefix('test/')} {value:.4f}" for key, value in result["test"].items()
+                             if key != "test/loss")
+            rows.append(f"| `{experiment}` | {seed} | {test} | {result['best']['epoch']} / {result['epochs_trained']} "
+                        f"| {result['seconds']:.1f} | {anchor(experiment) if seed == seeds[0] else ''} |")
+            print(rows[-1], file=sys.stderr, flush=True)
+            if experiment not in served:
+                bundle = scratch / experiment.replace("/", "-") / "bundle"
+                served[experiment] = (*export_and_bench(result["best"]["checkpoint"], bundle), bundle)
+    return "\n".join(rows), served
+
+
+def inference_table(served: dict) -> str:
+    rows = ["| bundle | format | MB | p50 ms (b=1) | p99 ms (b=1) | rows/s (b=1) | rows/s (b=64) | x eager (b=1) "
+            "| x eager (b=64) | val metric |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for experiment, (manifest, table, _) in served.items():
+        metrics = manifest["verification"]["metrics"]
+        key = next(iter(metrics["eager"]))  # the task's first metric (acc, rmse, ...), on the validation split
+        eager = table.get("eager")
+        for name, row in table.items():
+            single = 1000 / row["p50_ms"]
+            size = f"{row['size_bytes'] / 1e6:.2f}" if row["size_bytes"] else "-"
+            speedup_1 = f"{single / (1000 / eager['p50_ms']):.1f}" if eager else "-"
+            speedup_64 = f"{row['rows_per_s'] / eager['rows_per_s']:.1f}" if eager else "-"
+            rows.append(f"| {experiment} | {name} | {size} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | "
+                        f"{single:.0f} | {row['rows_per_s']:.0f} | {speedup_1} | {speedup_64} | "
+                        f"{key} {metrics.get(name, {}).get(key, float('nan')):.4f} |")
+    return "\n".join(rows)
+
+
+def tables(experiments: list[str], seeds: list[int]) -> dict[str, str]:
+    """The `results` and `inference` sections of BENCHMARKS.md."""
+    with tempfile.TemporaryDirectory() as scratch:
+        results, served = results_table(experiments, seeds, Path(scratch))
+        inference = inference_table(served)
+        if "vision/digits" in served:
+            cold = predict_cold_start(served["vision/digits"][2], Path(scratch))
+            inference += (f"\n\n`converge predict` cold start on the digits bundle (process start to first answer, "
+                          f"best of 5): {cold:.3f} s")
+    return {"results": results, "inference": inference}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiments", nargs="+", default=["vision/digits", "vision/mnist5k"])
+    parser.add_argument("--experiments", nargs="+", default=HEADLINES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     options = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
-          f"python {platform.python_version()}")
-    print(f"`converge --help`: {cli_seconds('--help'):.3f} s, `converge plugins`: {cli_seconds('plugins'):.3f} s")
-    print(f"digits RBF SVM baseline (train+val -> test): {svm_baseline_on_digits():.4f}\n")
-    print("| experiment | seed | test metrics | best epoch | epochs | train+test s | wall s |")
-    print("|---|---|---|---|---|---|---|")
-    served = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for experiment in options.experiments:
-            for seed in options.seeds:
-                result = train(experiment, seed, Path(scratch))
-                test = ", ".join(f"{k.removeprefix('test/')} {v:.4f}" for k, v in result["test"].items()
-                                 if k != "test/loss")
-                print(f"| {experiment} | {seed} | {test} | {result['best']['epoch']} | {result['epochs_trained']} | "
-                      f"{result['seconds']:.1f} | {result['wall']:.1f} |", flush=True)
-                if experiment not in served:
-                    bundle = Path(scratch) / experiment.replace("/", "-") / "bundle"
-                    served[experiment] = (*export_and_bench(result["best"]["checkpoint"], bundle), bundle)
-        print("\n| bundle | format | MB | p50 ms (b=1) | p99 ms (b=1) | rows/s (b=1) | rows/s (b=64) | "
-              "x eager (b=1) | x eager (b=64) | val metric |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        for experiment, (manifest, table, _) in served.items():
-            metrics = manifest["verification"]["metrics"]
-            key = next(iter(metrics["eager"]))  # the task's first metric (acc, rmse, ...), on the validation split
-            for name, row in table.items():
-                single = 1000 / row["p50_ms"]
-                eager_single = 1000 / table["eager"]["p50_ms"] if "eager" in table else None
-                eager_batch = table.get("eager", {}).get("rows_per_s")
-                size = f"{row['size_bytes'] / 1e6:.2f}" if row["size_bytes"] else "-"
-                print(f"| {experiment} | {name} | {size} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | "
-                      f"{single:.0f} | {row['rows_per_s']:.0f} | "
-                      f"{single / eager_single if eager_single else 0:.1f} | "
-                      f"{row['rows_per_s'] / eager_batch if eager_batch else 0:.1f} | "
-                      f"{key} {metrics.get(name, {}).get(key, float('nan')):.4f} |")
-        if "vision/digits" in served:
-            print(f"\n`converge predict` cold start of the digits bundle (process start to first answer, best of 5):"
-                  f" {predict_cold_start(served['vision/digits'][2], Path(scratch)):.3f} s")
+    for section in tables(options.experiments, options.seeds).values():
+        print(section, end="\n\n")
 
 
 if __name__ == "__main__":
