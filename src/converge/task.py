@@ -37,6 +37,9 @@ class TaskModule(pl.LightningModule, ABC):
 
     monitor: ClassVar[str] = "val/loss"  # the validation metric early stopping and checkpoints follow
     mode: ClassVar[str] = "min"
+    # The trivial predictor, fitted on the training targets, that a run must beat not to be "underfitting":
+    # "class_prior" (the training class frequencies: majority-class accuracy), "mean" (the mean target), or None.
+    baseline: ClassVar[str | None] = None
     input_names: ClassVar[tuple[str, ...]] = ("inputs",)  # the exported model's input names, in forward order
     output_names: ClassVar[tuple[str, ...]] = ("outputs",)
 
@@ -86,6 +89,15 @@ class TaskModule(pl.LightningModule, ABC):
         return [{"name": name, "dtype": str(tensor.dtype).removeprefix("torch."),
                  "shape": [axes.get(name, {}).get(axis, size) for axis, size in enumerate(tensor.shape)]}
                 for name, tensor in zip(self.input_names, example, strict=True)]
+
+    # -- dashboards (converge.diagnostics.dashboards) -------------------------------------------
+    def log_pictures(self, writer: Any, step: int) -> None:
+        """Pictures of the model on validation data for TensorBoard (a confusion matrix, predicted samples:
+        `writer` is a SummaryWriter), drawn every few epochs and when fitting ends. Runs in eval mode without
+        gradients, on every rank (only rank 0's writer writes). None by default."""
+
+    def log_final_pictures(self, writer: Any, step: int) -> None:
+        """Views too costly to repeat (an embedding projector), drawn once when fitting ends. None by default."""
 
     # -- the shared loop ------------------------------------------------------------------------
     def _shared_step(self, batch: Sequence[torch.Tensor], stage: str) -> torch.Tensor:

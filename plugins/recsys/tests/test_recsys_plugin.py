@@ -33,6 +33,18 @@ class TestRatingMF(PluginConformance):
         return [str(_write(folder / "pair.csv", "user_id,item_id\n1,50\n99999,50\n")),
                 str(_write(folder / "recommend.csv", "user_id\n1\n"))]
 
+    def test_predict_answers_each_row_and_each_user(self, bundle: Path, tmp_path: Path) -> None:
+        from converge.runtime.predict import main as predict
+
+        queries = _write(tmp_path / "queries.csv", "user_id,item_id\n1,50\n\n2,\n")
+        output = tmp_path / "answers.jsonl"
+        assert predict([str(bundle), str(queries), "--user", "1", "--top-k", "3", "--output", str(output)]) == 0
+        answers = [json.loads(line) for line in output.read_text().splitlines()]
+        assert [answer["input"] for answer in answers] == ["--user 1", f"{queries}:2", f"{queries}:4"]
+        assert answers[1]["user"] == "1" and answers[1]["item"] == "50" and 1.0 <= answers[1]["score"] <= 5.0
+        assert [len(answer["recommendations"]) for answer in (answers[0], answers[2])] == [3, 3]
+        assert answers[0]["recommendations"][0]["title"]
+
 
 class TestRankingFeatures(PluginConformance):
     overrides = ["data=recsys/ml100k_ranking", "model=recsys/feature_mf", *SLICE]

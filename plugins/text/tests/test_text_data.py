@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,41 @@ def test_experiments_compose() -> None:
     for name in ("r8", "20ng", "rotten_tomatoes"):
         cfg = compose([f"experiment=text/{name}"], output_dir="/tmp/unused")
         assert cfg.task_name == f"text-{name}" and cfg.model.net._target_.endswith("FastText")
+    for name in ("r8", "20ng"):  # the linear SVM-style recipe, last epoch kept
+        cfg = compose([f"experiment=text/{name}"], output_dir="/tmp/unused")
+        assert cfg.model.net.dim is None and cfg.model.loss == "squared_hinge" and cfg.optim.weight_decay > 0
+        assert cfg.monitor.metric == "epoch" and cfg.monitor.mode == "max" and cfg.callbacks.early_stopping is None
+
+
+def test_squared_hinge_is_linear_svms_one_vs_rest_loss() -> None:
+    import torch
+
+    from converge_text.task import one_vs_rest_squared_hinge
+
+    scores = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.0, 0.0]])
+    # row 0, class 0 true: margins clear except class 2: (1 + 0.5)^2; row 1: (1 - 0)^2 for each of 3 classes
+    expected = ((1.5**2) + 3.0) / 2
+    assert one_vs_rest_squared_hinge(scores, torch.tensor([0, 1])).item() == pytest.approx(expected)
+
+
+def test_folds_partition_the_training_split_and_leave_test_alone() -> None:
+    corpus = OrangeCorpus("r8").load()
+    plain = TextClassificationData(OrangeCorpus("r8"), max_docs=300).split_corpus(corpus)
+    pool = sorted(plain["train"].origins + plain["val"].origins)
+    held: list[str] = []
+    for fold in range(3):
+        parts = TextClassificationData(OrangeCorpus("r8"), max_docs=300, num_folds=3, fold=fold).split_corpus(corpus)
+        assert parts["test"].origins == plain["test"].origins  # test never changes
+        assert not set(parts["train"].origins) & set(parts["val"].origins)
+        assert sorted(parts["train"].origins + parts["val"].origins) == pool
+        for label, count in Counter(plain["train"].labels + plain["val"].labels).items():  # stratified
+            assert parts["val"].labels.count(label) in (count // 3, -(-count // 3))
+        held += parts["val"].origins
+    assert sorted(held) == pool  # the 3 validation folds are disjoint and cover the training split once
+
+
+def test_a_fold_outside_the_folds_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"data.fold=3 must be in \[0, data.num_folds=3\)"):
+        TextClassificationData(OrangeCorpus("r8"), num_folds=3, fold=3)
+    cfg = compose(["experiment=text/r8", "data.num_folds=5", "data.fold=4"], output_dir="/tmp/unused")
+    assert cfg.data.num_folds == 5 and cfg.data.fold == 4

@@ -60,7 +60,8 @@ def test_empty_text_is_an_all_padding_row_and_every_model_answers_it() -> None:
     assert batch.dtype == np.int64 and batch.shape == (3, 2)
     assert (batch[0] == PAD_ID).all() and (batch[2] == PAD_ID).all()
     ids = torch.from_numpy(batch)
-    for net in (FastText(tokenizer.num_ids, 3), KimCNN(tokenizer.num_ids, 3, dim=8, filters=4),
+    for net in (FastText(tokenizer.num_ids, 3), FastText(tokenizer.num_ids, 3, dim=None),
+                KimCNN(tokenizer.num_ids, 3, dim=8, filters=4),
                 TransformerClassifier(tokenizer.num_ids, 3, dim=8, heads=2, layers=1, feedforward=8)):
         logits = net.eval()(ids)
         assert logits.shape == (3, 3) and torch.isfinite(logits).all(), type(net).__name__
@@ -71,7 +72,8 @@ def test_padding_does_not_change_the_answer() -> None:
     ids = torch.from_numpy(tokenizer.encode_batch(["oil output rose"]))
     padded = torch.nn.functional.pad(ids, (0, 7), value=PAD_ID)
     torch.manual_seed(0)
-    for net in (FastText(tokenizer.num_ids, 3), KimCNN(tokenizer.num_ids, 3, dim=8, filters=4),
+    for net in (FastText(tokenizer.num_ids, 3), FastText(tokenizer.num_ids, 3, dim=None),
+                KimCNN(tokenizer.num_ids, 3, dim=8, filters=4),
                 TransformerClassifier(tokenizer.num_ids, 3, dim=8, heads=2, layers=1, feedforward=8)):
         net.eval()
         assert torch.allclose(net(ids), net(padded), atol=1e-5), type(net).__name__

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 # What a run creates; on a failure before any checkpoint exists these go again.
-_RUN_ENTRIES = (".hydra", "train.log", "tensorboard", "checkpoints", "csv")
+_RUN_ENTRIES = (".hydra", "train.log", "tensorboard", "checkpoints", "csv", "sweep_job.json", "convergence.json")
 
 
 def write_json(path: Path, content: Any) -> None:

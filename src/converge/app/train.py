@@ -23,8 +23,13 @@ from converge.app.build import (
 )
 from converge.app.logs import configure_console
 from converge.app.run_dir import discard_if_untrained, write_json
+from converge.app.sweeps import resume_sweep_job
 from converge.checkpoint import read_checkpoint, resolve_checkpoint
+from converge.diagnostics.convergence import fit_outcome
+from converge.diagnostics.report import write_report
+from converge.errors import TrainingDiverged
 from converge.training.distributed import DDPStrategy, end_world
+from converge.training.seeding import EpochSeed
 
 log = logging.getLogger("converge")
 
@@ -43,6 +48,9 @@ def train(cfg: DictConfig) -> float | None:
 def _train(cfg: DictConfig, run_dir: Path) -> float | None:
     started = time.perf_counter()
     configure_console()
+    finished = resume_sweep_job(cfg, run_dir)  # a rerun sweep: skip finished jobs, resume interrupted ones
+    if finished is not None:
+        return finished["best"]["score"]
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.ckpt_path:  # resolve `last` once, here, so every rank resumes the same file
         path = resolve_checkpoint(cfg.ckpt_path, cfg.paths.output_root, cfg.task_name)
@@ -54,20 +62,27 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
     with open_dict(cfg):
         cfg.monitor.metric = cfg.monitor.metric or task.monitor
         cfg.monitor.mode = cfg.monitor.mode or task.mode
-    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks")), build_loggers(cfg.get("logger")))
+    callbacks = [*build_callbacks(cfg.get("callbacks")), EpochSeed(cfg.seed)]  # always: resumes must be exact
+    trainer = build_trainer(cfg, callbacks, build_loggers(cfg.get("logger")))
     if isinstance(trainer.strategy, DDPStrategy):
         trainer.strategy.run_config = OmegaConf.to_container(cfg, resolve=True)
 
     if cfg.ckpt_path:
         log.info("resuming from %s", cfg.ckpt_path)
+    diverged = False
     try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        except TrainingDiverged as error:  # stopped at once: the checkpoints hold the last finite weights
+            log.error("%s", error)
+            diverged = True
         summary = _fit_summary(cfg, trainer)  # before test: testing a checkpoint restores callback states
+        summary["convergence"] = fit_outcome(trainer)
     finally:
         end_world(trainer.strategy)
-    if trainer.interrupted or not trainer.is_global_zero:
+    if (trainer.interrupted and not diverged) or not trainer.is_global_zero:
         return summary["best"]["score"]  # other ranks are done: rank 0 tests alone
-    if cfg.test_after_fit:
+    if cfg.test_after_fit and (summary["best"]["checkpoint"] or not diverged):  # never test non-finite weights
         tester = trainer if trainer.world_size == 1 else _single_device_trainer(cfg, trainer)
         results = tester.test(task, datamodule=datamodule, ckpt_path=summary["best"]["checkpoint"],
                               weights_only=True)
@@ -77,6 +92,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
     _log_hparams(trainer, cfg, summary)
     log.info("best %s = %s at epoch %s; metrics in %s", cfg.monitor.metric, summary["best"]["score"],
              summary["best"]["epoch"], run_dir / "metrics.json")
+    log.info("%s", write_report(run_dir))
     return summary["best"]["score"]
 
 

@@ -12,7 +12,10 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from torch.utils.data import DataLoader, Dataset
+
+from converge.data.sampling import EpochSampler, run_seed
 
 
 class DataModule(pl.LightningDataModule, ABC):
@@ -29,10 +32,15 @@ class DataModule(pl.LightningDataModule, ABC):
         """Plain-JSON facts about the data that the task and the exported model need."""
 
     def loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        """A DataLoader over `dataset`; for training, in an order (and with augmentations, for a
+        `SeededDataset`) drawn from (seed, epoch), so a resumed run trains exactly like an uninterrupted one."""
+        trainer = getattr(self, "trainer", None)
+        sampler = EpochSampler(dataset, run_seed(), trainer.current_epoch if trainer else 0) if train else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(run_seed()),  # worker seeds: not from the global stream
             drop_last=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

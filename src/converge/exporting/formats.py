@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
+from converge.exporting import int8_plan
 from converge.task import TaskModule
 
 Runner = Callable[[Sequence[torch.Tensor]], torch.Tensor]
@@ -71,16 +72,11 @@ def write_int8(onnx_path: Path, path: Path, calibration: Iterable[dict[str, np.n
     `auto` picks static QDQ quantization, calibrated on validation batches, for
     convolutional networks (dynamic quantization turns Conv into ConvInteger,
     several times slower than fp32 on CPU), and dynamic quantization otherwise
-    (MatMul/Gather-heavy models such as embeddings and transformers).
+    (MatMul/Gather-heavy models such as embeddings and transformers), where
+    `int8_plan` decides per weight whether int8 pays at run time.
     """
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = path.with_name("prepared.onnx")
@@ -99,7 +95,7 @@ def write_int8(onnx_path: Path, path: Path, calibration: Iterable[dict[str, np.n
         quantize_static(str(prepared), str(path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     elif method == "dynamic":
-        quantize_dynamic(str(prepared), str(path), weight_type=QuantType.QInt8)
+        int8_plan.quantize_dynamic_where_it_pays(prepared, path)
     else:
         from converge.errors import ConfigError
 

@@ -91,7 +91,7 @@ class RecsysData(DataModule):
     """
 
     def __init__(self, source: Any, task: str = "rating", split: str = "random", val_fraction: float = 0.1,
-                 test_fraction: float = 0.1, num_folds: int = 5, fold: int = 0, split_seed: int = 0,
+                 test_fraction: float = 0.1, num_folds: int | None = None, fold: int = 0, split_seed: int = 0,
                  rating_scale: Sequence[float] = (1.0, 5.0), unknown_ids: str = "fallback",
                  user_features: Sequence[Mapping[str, Any]] = (), item_features: Sequence[Mapping[str, Any]] = (),
                  negatives: int = 4, eval_negatives: int = 0, positive_threshold: float | None = None,

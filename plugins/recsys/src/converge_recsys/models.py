@@ -49,6 +49,11 @@ class Scorer(nn.Module, ABC):
     def penalty(self, user: torch.Tensor, item: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
         """The L2 penalty of the parameter rows this batch uses."""
 
+    @abstractmethod
+    def item_vectors(self, item_features: torch.Tensor) -> torch.Tensor:
+        """One learned vector per item index (row 0: the unknown item), given every item's side features:
+        what TensorBoard's embedding projector shows."""
+
 
 class BiasedMF(Scorer):
     """Biased matrix factorisation: mean + b_u + b_i + <p_u, q_i> (Koren, Bell and Volinsky 2009)."""
@@ -59,6 +64,9 @@ class BiasedMF(Scorer):
 
     def forward(self, user: torch.Tensor, item: torch.Tensor, *_: torch.Tensor) -> torch.Tensor:
         return self.biases(user, item) + (self.users(user) * self.items(item)).sum(-1)
+
+    def item_vectors(self, item_features: torch.Tensor) -> torch.Tensor:
+        return self.items.weight
 
     def penalty(self, user: torch.Tensor, item: torch.Tensor, *_: torch.Tensor) -> torch.Tensor:
         terms = (self.users(user).pow(2).sum(-1) + self.items(item).pow(2).sum(-1)
@@ -89,6 +97,9 @@ class NCF(Scorer):
         gmf = self.gmf_users(user) * self.gmf_items(item)
         mlp = self.mlp(torch.cat([self.mlp_users(user), self.mlp_items(item)], dim=-1))
         return self.biases(user, item) + self.fuse(torch.cat([gmf, mlp], dim=-1)).squeeze(-1)
+
+    def item_vectors(self, item_features: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.gmf_items.weight, self.mlp_items.weight], dim=-1)
 
     def penalty(self, user: torch.Tensor, item: torch.Tensor, *_: torch.Tensor) -> torch.Tensor:
         rows = [self.gmf_users(user), self.gmf_items(item), self.mlp_users(user), self.mlp_items(item)]
@@ -123,6 +134,9 @@ class FeatureMF(Scorer):
                 item_features: torch.Tensor) -> torch.Tensor:
         p, q, side_bias = self.vectors(user, item, user_features, item_features)
         return self.biases(user, item) + side_bias + (p * q).sum(-1)
+
+    def item_vectors(self, item_features: torch.Tensor) -> torch.Tensor:
+        return self.items.weight + self.item_map(item_features)[:, 1:]  # the q of `vectors`, for every item
 
     def penalty(self, user: torch.Tensor, item: torch.Tensor, user_features: torch.Tensor,
                 item_features: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -199,9 +200,15 @@ class Encoder:
             "user": user_idx,
             "item": item_idx,
             "user_features": self.user_features.encode_values(rows),
-            "item_features": self.item_features.table()[item_idx] if self.item_features.fields
-            else np.zeros((len(item_idx), 0), dtype=np.float32),
+            "item_features": self.item_table[item_idx],
         }
+
+    @cached_property
+    def item_table(self) -> np.ndarray:
+        """Every known item's encoded features, built once: serving looks a row up per query."""
+        if not self.item_features.fields:
+            return np.zeros((len(self.items), 0), dtype=np.float32)
+        return self.item_features.table()
 
     def all_items(self, user: str, source: str = "", user_values: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """One row per known item for `user`: what top-K recommendation scores."""

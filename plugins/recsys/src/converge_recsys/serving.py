@@ -1,9 +1,11 @@
 """`converge predict` for recommendation bundles: CSV requests in, scores or top-K lists out.
 
-An input file is a CSV with a header, one answer per file: a row with `user_id`
-and `item_id` asks for the score (predicted rating, or ranking logit) of that
-pair; a row with `user_id` alone (or an empty item) asks for the top-K items the
-user has not rated in training, with titles when the data had them.
+An input file is a CSV with a header, one answer per row (its source
+`file:line`, as every plugin answers rows of a table): a row with `user_id` and
+`item_id` asks for the score (predicted rating, or ranking logit) of that pair;
+a row with `user_id` alone (or an empty item) asks for the top-K items the user
+has not rated in training, with titles when the data had them. `--user U` asks
+for U's top-K without a file.
 
 numpy and the standard library only: everything comes from the spec via
 `converge_recsys.preprocessing`, the code training used.
@@ -12,8 +14,8 @@ numpy and the standard library only: everything comes from the spec via
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,22 +30,26 @@ DEFAULT_K = 10
 
 @dataclass
 class RecsysRequest(Request):
-    """All queries of one input file: (user, item) pairs to score, or users (item None) to recommend for."""
+    """One query: a (user, item) pair to score (one model row), or a user to recommend for (item None: one row
+    per known item)."""
 
-    queries: list[tuple[str, str | None]] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)  # model rows per query
+    user: str = ""
+    item: str | None = None
 
 
 class RecsysPreprocessor(Preprocessor):
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--top-k", type=int, default=DEFAULT_K, help="items per recommendation (default 10)")
+        parser.add_argument("--user", action="append", default=[], metavar="U",
+                            help="recommend for user U, no input file needed (repeatable)")
         parser.add_argument("--user-column", default="user_id", help="user id column of the input CSV")
         parser.add_argument("--item-column", default="item_id", help="item id column (absent or empty: recommend)")
 
     def requests(self, paths: Sequence[str]) -> Iterator[Request]:
         encoder = Encoder(self.spec)
-        names = self.spec.get("model_inputs", ["user", "item"])
+        for user in getattr(self.options, "user", None) or []:
+            yield self._query(encoder, f"--user {user}", user, None)
         user_column = getattr(self.options, "user_column", "user_id")
         item_column = getattr(self.options, "item_column", "item_id")
         for path in paths:
@@ -51,28 +57,28 @@ class RecsysPreprocessor(Preprocessor):
             table.require([user_column], "user id")
             users = table.column(user_column)
             items = table.column(item_column) if item_column in table.columns else [""] * len(users)
-            parts, queries = [], []
-            for user, item, line in zip(users, items, table.lines, strict=True):
-                source = f"{path}:{line}"
-                parts.append(encoder.pairs([user], [item], source) if item else encoder.all_items(user, source))
-                queries.append((user, item or None))
-            if not parts:
+            if not users:
                 raise DataError(f"{path}: no queries after the header")
-            arrays = {name: np.concatenate([part[name] for part in parts]) for name in names}
-            yield RecsysRequest(str(path), arrays, queries=queries, sizes=[len(part["user"]) for part in parts])
+            for user, item, line in zip(users, items, table.lines, strict=True):
+                yield self._query(encoder, f"{path}:{line}", user, item or None)
+
+    def _query(self, encoder: Encoder, source: str, user: str, item: str | None) -> RecsysRequest:
+        arrays = encoder.pairs([user], [item], source) if item else encoder.all_items(user, source)
+        names = self.spec.get("model_inputs", ["user", "item"])
+        return RecsysRequest(source, {name: arrays[name] for name in names}, user=user, item=item)
 
 
 class RecsysPostprocessor(Postprocessor):
+    def __init__(self, spec: Mapping[str, Any], options: argparse.Namespace | None = None) -> None:
+        super().__init__(spec, options)
+        self.encoder = Encoder(spec)
+        self.k = int(getattr(self.options, "top_k", DEFAULT_K))
+        if self.k < 1:
+            raise DataError(f"--top-k must be at least 1, got {self.k}")
+
     def __call__(self, request: Request, outputs: np.ndarray) -> dict[str, Any]:
-        encoder = Encoder(self.spec)
-        k = int(getattr(self.options, "top_k", DEFAULT_K))
+        assert isinstance(request, RecsysRequest)
         scores = np.asarray(outputs).reshape(-1)
-        answers, start = [], 0
-        for (user, item), size in zip(request.queries, request.sizes, strict=True):
-            rows = scores[start:start + size]
-            start += size
-            if item is not None:
-                answers.append({"user": user, "item": item, "score": float(rows[0])})
-            else:
-                answers.append({"user": user, "recommendations": encoder.recommend(user, rows, k)})
-        return {"answers": answers}
+        if request.item is not None:
+            return {"user": request.user, "item": request.item, "score": float(scores[0])}
+        return {"user": request.user, "recommendations": self.encoder.recommend(request.user, scores, self.k)}

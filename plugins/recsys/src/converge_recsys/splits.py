@@ -56,7 +56,12 @@ def leave_last_out(users: np.ndarray, timestamps: np.ndarray | None, min_interac
 
 
 def split(protocol: str, users: np.ndarray, timestamps: np.ndarray | None, *, val_fraction: float,
-          test_fraction: float, num_folds: int, fold: int, seed: int) -> Split:
+          test_fraction: float, num_folds: int | None, fold: int, seed: int) -> Split:
+    # num_folds is the cross-validation switch (cv.folds sets it): folds of another protocol would be ignored
+    if (num_folds is not None) != (protocol == "kfold"):
+        raise ConfigError(f"data.split=kfold goes with data.num_folds (the number of folds); got "
+                          f"data.split={protocol} and data.num_folds={num_folds}. For cross-validation: "
+                          f"data.split=kfold (e.g. experiment=recsys/ml100k).")
     if protocol == "random":
         return random_split(len(users), val_fraction, test_fraction, seed)
     if protocol == "kfold":

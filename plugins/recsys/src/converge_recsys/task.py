@@ -19,6 +19,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 from converge.errors import ConfigError
 from converge.task import TaskModule
 from converge_recsys.metrics import TopK
+from converge_recsys.pictures import log_item_embeddings
 
 PAIR_INPUTS = ("user", "item")
 FEATURE_INPUTS = ("user", "item", "user_features", "item_features")
@@ -79,12 +80,16 @@ class Recommender(TaskModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(target))
         return loss
 
+    def log_final_pictures(self, writer: Any, step: int) -> None:
+        log_item_embeddings(writer, self.net, self.spec, step)
+
 
 class RatingPrediction(Recommender):
     """Explicit ratings. Predictions are clipped to the rating scale outside training (a free gain in RMSE)."""
 
     monitor = "val/rmse"
     mode = "min"
+    baseline = "mean"
     task_kind = "rating"
 
     def forward(self, user: torch.Tensor, item: torch.Tensor, user_features: torch.Tensor | None = None,

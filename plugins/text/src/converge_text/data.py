@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from converge.data.module import DataModule
-from converge.data.splits import stratified_split
+from converge.data.splits import stratified_fold, stratified_split
 from converge.errors import ConfigError, DataError
 from converge_text.sources import Corpus, LabelledTexts
 from converge_text.tokenizer import TextTokenizer, pad
@@ -53,15 +53,20 @@ class TextClassificationData(DataModule):
         tokenizer: `TextTokenizer.build` settings: max_vocab, min_count, bigram_buckets (0: words only),
             max_words, lowercase, term_frequency (raw, binary, log).
         test_fraction: used only when the source has no test split of its own.
-        val_fraction: of the training split (never of test).
+        val_fraction: of the training split (never of test); used when `num_folds` is null.
+        num_folds, fold: cross-validation: validation is fold `fold` of a stratified `num_folds`-fold
+            partition of the training split (seeded by split_seed), the other folds train; test never changes.
         max_docs: keep at most this many documents of each split (a seeded stratified sample): for
             quick checks and tests on slices of the real data; null keeps everything.
     """
 
     def __init__(self, source: Any, tokenizer: Mapping[str, Any] | None = None, test_fraction: float = 0.2,
                  val_fraction: float = 0.1, split_seed: int = 0, max_docs: int | None = None,
-                 **loader: Any) -> None:
+                 num_folds: int | None = None, fold: int = 0, **loader: Any) -> None:
         super().__init__(**loader)
+        if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
+            raise ConfigError(f"data.fold={fold} must be in [0, data.num_folds={num_folds}) and data.num_folds "
+                              f"at least 2 (or null: validation is data.val_fraction of the training split)")
         if not hasattr(source, "load"):
             raise ConfigError(f"data.source must build a text source (with .load()), got {type(source).__name__}")
         unknown = set(tokenizer or {}) - set(_TOKENIZER_DEFAULTS)
@@ -71,13 +76,13 @@ class TextClassificationData(DataModule):
         self.source = source
         self.tokenizer_settings = {**_TOKENIZER_DEFAULTS, **(tokenizer or {})}
         self.test_fraction, self.val_fraction, self.split_seed = test_fraction, val_fraction, split_seed
-        self.max_docs = max_docs
+        self.max_docs, self.num_folds, self.fold = max_docs, num_folds, fold
         self._prepared: dict[str, Any] | None = None
 
     # -- preparing: split, learn the vocabulary on train, encode every split ---------------------------------
     def _prepare(self) -> dict[str, Any]:
         if self._prepared is None:
-            splits = self._split(self.source.load())
+            splits = self.split_corpus(self.source.load())
             class_names = sorted(set(splits["train"].labels))
             if len(class_names) < 2:
                 raise DataError(f"the training split has {len(class_names)} class(es) {class_names}; "
@@ -88,14 +93,19 @@ class TextClassificationData(DataModule):
             self._prepared = {"class_names": class_names, "tokenizer": tokenizer, "datasets": encoded}
         return self._prepared
 
-    def _split(self, corpus: Corpus) -> dict[str, LabelledTexts]:
+    def split_corpus(self, corpus: Corpus) -> dict[str, LabelledTexts]:
+        """train, val and test of `corpus`: the corpus's test split (or a stratified test_fraction), val from train."""
         train = self._limit(corpus.train, 0)
         if corpus.test is not None:
             test = self._limit(corpus.test, 1)
         else:
             keep, held = stratified_split(np.asarray(train.labels), self.test_fraction, self.split_seed)
             train, test = _take(train, keep), _take(train, held)
-        keep, held = stratified_split(np.asarray(train.labels), self.val_fraction, self.split_seed + 1)
+        labels = np.asarray(train.labels)
+        if self.num_folds is None:
+            keep, held = stratified_split(labels, self.val_fraction, self.split_seed + 1)
+        else:
+            keep, held = stratified_fold(labels, self.num_folds, self.fold, self.split_seed + 1)
         return {"train": _take(train, keep), "val": _take(train, held), "test": test}
 
     def _limit(self, part: LabelledTexts, offset: int) -> LabelledTexts:

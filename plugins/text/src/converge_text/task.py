@@ -12,11 +12,12 @@ from hydra.utils import instantiate
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from converge.diagnostics.confusion import log_confusion_matrix
 from converge.errors import ConfigError
 from converge.task import TaskModule
 
 TOKEN_WEIGHTINGS = ("none", "idf")
-LOSSES = ("cross_entropy", "multi_margin")
+LOSSES = ("cross_entropy", "multi_margin", "squared_hinge")
 
 
 class TextClassifier(TaskModule):
@@ -30,6 +31,7 @@ class TextClassifier(TaskModule):
 
     monitor = "val/acc"
     mode = "max"
+    baseline = "class_prior"
     input_names = ("token_ids",)
     output_names = ("logits",)
 
@@ -86,7 +88,23 @@ class TextClassifier(TaskModule):
     def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.loss == "multi_margin":  # the multi-class hinge loss of a linear SVM (Weston and Watkins)
             return F.multi_margin_loss(outputs, target)
+        if self.loss == "squared_hinge":
+            return one_vs_rest_squared_hinge(outputs, target)
         return F.cross_entropy(outputs, target, label_smoothing=self.label_smoothing)
+
+    def log_pictures(self, writer: Any, step: int) -> None:
+        log_confusion_matrix(writer, self, self.spec["class_names"], step)
+
+
+def one_vs_rest_squared_hinge(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """scikit-learn LinearSVC's loss: each class's score is a binary margin, +1 for the true class, -1 for the rest.
+
+    sum over classes of max(0, 1 - sign * score)^2, averaged over the batch. Unlike softmax cross-entropy it
+    stops pushing once a document clears the margin, so with L2 weight decay the scores settle on a
+    max-margin solution instead of growing the rare n-grams of the training set (measured on R8 in the README).
+    """
+    sign = 2.0 * F.one_hot(target, outputs.shape[-1]).to(outputs.dtype) - 1.0
+    return F.relu(1.0 - sign * outputs).square().sum(dim=-1).mean()
 
 
 def inverse_document_frequency(frequencies: np.ndarray, documents: int) -> np.ndarray:

@@ -8,25 +8,27 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from converge.data.module import DataModule
-from converge.data.splits import stratified_split
+from converge.data.sampling import SeededDataset
+from converge.data.splits import stratified_fold, stratified_split
 from converge.errors import ConfigError
 from converge_vision.sources import ImageSet
 
 _STATS_SAMPLE = 2000  # images used for the normalisation statistics (all of them for small sets)
 
 
-class _Subset(Dataset):
+class _Subset(SeededDataset):
+    """Images at `indices` of `source`; random transforms draw from the sampler's per-sample seed."""
+
     def __init__(self, source: ImageSet, indices: np.ndarray, transform: Callable | None = None) -> None:
         self.source, self.indices, self.transform = source, indices, transform
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+    def sample(self, position: int) -> tuple[torch.Tensor, int]:
         index = int(self.indices[position])
         image = self.source.load(index)
         if self.transform is not None:
@@ -38,15 +40,20 @@ class ImageClassificationData(DataModule):
     """Images from `source`, split into train/val/test with fixed, stratified, seeded splits.
 
     The test split is the source's own when it has one, else `test_fraction` of
-    every class; validation is `val_fraction` of the training split. Augmentations
-    are torchvision transforms v2 configs applied to training images only.
+    every class; validation is `val_fraction` of the training split, or, for cross-validation
+    (`num_folds` K), fold `fold` of a stratified K-fold partition of it (test never changes).
+    Augmentations are torchvision transforms v2 configs applied to training images only.
     """
 
     def __init__(self, source: Any, test_fraction: float = 0.2, val_fraction: float = 0.1, split_seed: int = 0,
-                 train_transforms: Sequence[Any] = (), **loader: Any) -> None:
+                 train_transforms: Sequence[Any] = (), num_folds: int | None = None, fold: int = 0,
+                 **loader: Any) -> None:
         super().__init__(**loader)
         if not hasattr(source, "load"):
             raise ConfigError(f"data.source must build an image source (with .load()), got {type(source).__name__}")
+        if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
+            raise ConfigError(f"data.fold={fold} must be in [0, data.num_folds={num_folds}), and num_folds >= 2")
+        self.num_folds, self.fold = num_folds, fold
         self.source = source
         self.test_fraction, self.val_fraction, self.split_seed = test_fraction, val_fraction, split_seed
         transforms = [instantiate(t) if isinstance(t, dict) else t for t in train_transforms]
@@ -61,7 +68,9 @@ class ImageClassificationData(DataModule):
             else:
                 train_idx, test_idx = stratified_split(images.labels, self.test_fraction, self.split_seed)
                 test = (images, test_idx)
-            keep, val = stratified_split(images.labels[train_idx], self.val_fraction, self.split_seed + 1)
+            labels = images.labels[train_idx]
+            keep, val = (stratified_fold(labels, self.num_folds, self.fold, self.split_seed + 1) if self.num_folds
+                         else stratified_split(labels, self.val_fraction, self.split_seed + 1))
             self._splits = {"train": (images, train_idx[keep]), "val": (images, train_idx[val]), "test": test}
         return self._splits
 

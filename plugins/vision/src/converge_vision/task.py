@@ -11,7 +11,9 @@ from hydra.utils import instantiate
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from converge.diagnostics.confusion import log_confusion_matrix
 from converge.task import TaskModule
+from converge_vision.pictures import log_predicted_samples
 
 
 class ImageClassifier(TaskModule):
@@ -24,6 +26,7 @@ class ImageClassifier(TaskModule):
 
     monitor = "val/acc"
     mode = "max"
+    baseline = "class_prior"
     input_names = ("images",)
     output_names = ("logits",)
 
@@ -54,3 +57,7 @@ class ImageClassifier(TaskModule):
 
     def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, target, label_smoothing=self.label_smoothing)
+
+    def log_pictures(self, writer: Any, step: int) -> None:
+        log_confusion_matrix(writer, self, self.spec["class_names"], step)
+        log_predicted_samples(writer, self, self.spec["class_names"], step)

@@ -1,0 +1,94 @@
+"""Sweeps that resume: rerun a killed `-m` sweep into its own directory and only its unfinished jobs run.
+
+The user reruns the same command with `hydra.sweep.dir=<the killed sweep's directory>`
+(the sweep prints that line when it starts). Two parts make it work:
+
+- `SweepRecord`, a Hydra callback, writes the sweep's overrides to `<sweep dir>/sweep.json`
+  when the sweep starts, and on a rerun into the same directory refuses overrides that
+  differ: job N must be the same job in both runs.
+- `resume_sweep_job`, called by every job: a job whose directory holds `metrics.json`
+  finished, and is skipped with its stored result; one whose directory holds
+  `checkpoints/last.ckpt` but no `metrics.json` was interrupted, and continues from it.
+  (So does a SLURM job that submitit requeues after a preemption: same job, same directory.)
+  Each job keeps its own overrides in `sweep_job.json`, so a job N that would now be another
+  job (a sweeper that picks values adaptively, such as Optuna's) is refused, not skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from converge.app.run_dir import write_json
+from converge.errors import ConfigError
+
+log = logging.getLogger("converge")
+
+RECORD = "sweep.json"
+JOB_RECORD = "sweep_job.json"
+
+
+class SweepRecord(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from converge.cli import run_reporting_errors
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        run_reporting_errors(lambda: record_or_check(sweep_dir, list(config.hydra.overrides.task)))
+
+
+def record_or_check(sweep_dir: Path, overrides: list[str]) -> None:
+    """Record a new sweep's overrides; for a rerun into an existing sweep, insist they are the same."""
+    record = sweep_dir / RECORD
+    if not record.is_file():
+        write_json(record, {"overrides": overrides})
+        log.info("if this sweep is interrupted, rerun the same command with hydra.sweep.dir=%s to finish it",
+                 sweep_dir)
+        return
+    stored = json.loads(record.read_text())["overrides"]
+    if sorted(stored) != sorted(overrides):
+        added, missing = sorted(set(overrides) - set(stored)), sorted(set(stored) - set(overrides))
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir} holds a sweep of other overrides, so its jobs would not match.\n"
+            f"  stored: {' '.join(stored)}\n  now:    {' '.join(overrides)}\n"
+            f"  (new: {' '.join(added) or '-'}; missing: {' '.join(missing) or '-'})\n"
+            f"Rerun with the stored overrides to resume that sweep, or pick another hydra.sweep.dir."
+        )
+    log.info("resuming the sweep in %s: finished jobs are skipped, interrupted ones continue", sweep_dir)
+
+
+def resume_sweep_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """In a sweep job: the stored metrics if this job already finished; else None, with `cfg.ckpt_path`
+    pointed at the job's own last checkpoint when an earlier run of it was interrupted."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    record_or_check_job(run_dir, list(HydraConfig.get().overrides.task))
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        log.info("%s finished in an earlier run of this sweep: skipped", run_dir)
+        return json.loads(metrics.read_text())
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file() and not cfg.ckpt_path:
+        cfg.ckpt_path = str(last)
+    return None
+
+
+def record_or_check_job(run_dir: Path, overrides: list[str]) -> None:
+    """Record a job's overrides in its directory; on a rerun, insist it is still the same job."""
+    record = run_dir / JOB_RECORD
+    if not record.is_file():
+        write_json(record, {"overrides": overrides})
+        return
+    stored = json.loads(record.read_text())["overrides"]
+    if sorted(stored) != sorted(overrides):
+        raise ConfigError(
+            f"{run_dir} ran with other overrides ({' '.join(stored)}) than this job has now "
+            f"({' '.join(overrides)}): this sweep's jobs are not the same on a rerun (an adaptive sweeper?), "
+            f"so it cannot be resumed. Pick another hydra.sweep.dir."
+        )

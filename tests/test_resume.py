@@ -1,0 +1,106 @@
+"""Resume after a crash: real runs killed with SIGKILL, restarted, compared with uninterrupted ones."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from converge.testing import run_cli
+
+# Digits with random shifts (augmentation) and a CNN with dropout: every source of training randomness.
+DIGITS = ["experiment=vision/digits", "debug=smoke", "model.net.upsample=1", "model.net.widths=[8,16]",
+          "trainer.deterministic=true", "seed=3", "~callbacks.progress_bar", "~callbacks.model_summary"]
+KILL = ["+callbacks.crash._target_=converge.testing.faults.KillAt", "+callbacks.crash.epoch=1",
+        "+callbacks.crash.batch=1"]
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    whole = run_cli(["train", *DIGITS, "task_name=whole"], cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = run_cli(["train", *DIGITS, *KILL, "task_name=crash"], cwd=tmp_path)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (crashed,) = (tmp_path / "outputs" / "crash" / "runs").iterdir()
+    assert torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert not (crashed / "metrics.json").exists()
+
+    resumed = run_cli(["train", *DIGITS, "task_name=crash", "ckpt_path=last"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {crashed.relative_to(tmp_path)}" in resumed.stdout + resumed.stderr
+    (uninterrupted,) = (tmp_path / "outputs" / "whole" / "runs").iterdir()
+    (finished,) = set((tmp_path / "outputs" / "crash" / "runs").iterdir()) - {crashed}
+    expected, got = _weights(uninterrupted), _weights(finished)
+    assert expected.keys() == got.keys()
+    different = [key for key in expected if not torch.equal(expected[key], got[key])]
+    assert not different, f"weights differ after resuming: {different}"
+    assert json.loads((finished / "metrics.json").read_text())["epochs_trained"] == 2
+
+
+TABULAR = ["debug=smoke", "trainer.max_epochs=15", "~callbacks.early_stopping", "~callbacks.progress_bar",
+           "~callbacks.model_summary", "task_name=sweep"]
+LRS = "optim.lr=0.001,0.002,0.003"
+
+
+def _kill_when(path_glob: str, root: Path, process: subprocess.Popen, timeout: float = 300) -> Path:
+    """SIGKILL `process` as soon as a file matching `path_glob` appears under `root`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        found = list(root.glob(path_glob))
+        if found:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return found[0]
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail(f"{path_glob} never appeared: {process.communicate()[0][-3000:]}")
+
+
+def test_killed_sweep_rerun_into_its_directory_runs_only_the_unfinished_jobs(tabular: dict, tmp_path: Path) -> None:
+    import os
+
+    command = [sys.executable, "-m", "converge.cli", "train", "-m", *tabular["overrides"], *TABULAR, LRS]
+    sweep = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, **tabular["env"]}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    last = _kill_when("outputs/sweep/multiruns/*/1/checkpoints/last.ckpt", tmp_path, sweep)
+    sweep_dir = last.parents[2]
+    first = sweep_dir / "0" / "metrics.json"
+    assert first.is_file() and not (sweep_dir / "1" / "metrics.json").exists(), "killed while job 1 trained"
+    assert not (sweep_dir / "2").exists()
+    first_written = first.stat().st_mtime_ns
+
+    rerun = run_cli(["train", "-m", *tabular["overrides"], *TABULAR, LRS, f"hydra.sweep.dir={sweep_dir}"],
+                    cwd=tmp_path, env=tabular["env"])
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = rerun.stdout + rerun.stderr
+    assert f"{sweep_dir / '0'} finished in an earlier run of this sweep: skipped" in log
+    assert f"resuming from {sweep_dir / '1' / 'checkpoints' / 'last.ckpt'}" in log
+    assert first.stat().st_mtime_ns == first_written, "a finished job must not run again"
+    for job in ("1", "2"):
+        metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
+        assert metrics["epochs_trained"] == 15 and metrics["test"]
+
+    changed = run_cli(["train", "-m", *tabular["overrides"], *TABULAR, "optim.lr=0.001,0.005",
+                       f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, env=tabular["env"])
+    assert changed.returncode == 2, changed.stderr[-3000:]
+    assert "holds a sweep of other overrides" in changed.stderr and "Traceback" not in changed.stderr
+    assert "optim.lr=0.001,0.005" in changed.stderr
+
+
+def test_a_job_that_would_differ_on_a_rerun_is_refused_not_skipped(tmp_path: Path) -> None:
+    from converge.app.sweeps import record_or_check_job
+    from converge.errors import ConfigError
+
+    record_or_check_job(tmp_path, ["optim.lr=0.1", "seed=1"])
+    record_or_check_job(tmp_path, ["seed=1", "optim.lr=0.1"])  # the same job
+    with pytest.raises(ConfigError, match="ran with other overrides"):
+        record_or_check_job(tmp_path, ["optim.lr=0.2", "seed=1"])
