@@ -66,3 +66,11 @@ def test_experiment_overrides_compose_with_group_overrides() -> None:
     assert cfg.optim._target_ == "torch.optim.SGD" and cfg.optim.lr == 0.05
     assert "early_stopping" not in cfg.callbacks and cfg.trainer.gradient_clip_val == 1.0
     assert cfg.scheduler.schedule._target_.endswith("StepLR")
+
+
+def test_callbacks_none_drops_the_settings_an_experiment_gives_its_callbacks() -> None:
+    from converge.app.build import build_callbacks
+
+    cfg = compose(["experiment=vision/digits", "callbacks=none"])
+    assert "every_n_epochs" in cfg.callbacks.model_checkpoint  # the experiment's tuning is still composed in
+    assert build_callbacks(cfg.callbacks) == []

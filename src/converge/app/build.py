@@ -70,9 +70,12 @@ def load_task(path: Any) -> tuple[TaskModule, dict[str, Any]]:
 
 
 def build_callbacks(callbacks: DictConfig | None) -> list[pl.Callback]:
-    """Every non-null entry of the `callbacks` group (so `~callbacks.x` and `callbacks.x=null` remove one)."""
+    """Every non-null entry of the `callbacks` group (so `~callbacks.x` and `callbacks.x=null` remove one).
+
+    An entry without `_target_` only tunes a callback the chosen group does not have (an experiment's
+    `callbacks.model_checkpoint.every_n_epochs` under `callbacks=none`): there is nothing to build."""
     return [instantiate_config(node, f"callback '{name}'") for name, node in (callbacks or {}).items()
-            if node is not None]
+            if node is not None and "_target_" in node]
 
 
 def build_loggers(logger: DictConfig | None) -> list[Any]:
