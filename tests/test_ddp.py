@@ -49,6 +49,7 @@ def test_gpu_hardware_without_gpus_is_refused_before_launch(hardware: str, tabul
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("metrics.json"))
 
 
+@pytest.mark.slow  # kept out of the default run for time: `pytest -m slow`
 def test_torchrun_two_nodes_make_one_world_and_one_run_directory(tabular: dict, tmp_path) -> None:
     """hardware=multinode under torchrun: two "nodes" on this machine, every process runs `converge train`."""
     import os

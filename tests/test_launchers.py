@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from converge.testing import run_cli
@@ -33,6 +34,7 @@ def test_slurm_sweep_with_devices_slurm_cannot_count_is_refused_before_submittin
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow  # kept out of the default run for time: `pytest -m slow`
 def test_sweep_through_submitit_local_writes_every_run_directory(tabular: dict, tmp_path: Path) -> None:
     done = run_cli(["train", "-m", "hydra/launcher=submitit_local", *tabular["overrides"], "debug=smoke",
                     "~callbacks.progress_bar", "task_name=local", "optim.lr=0.001,0.003"],

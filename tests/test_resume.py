@@ -65,6 +65,7 @@ def _kill_when(path_glob: str, root: Path, process: subprocess.Popen, timeout: f
     pytest.fail(f"{path_glob} never appeared: {process.communicate()[0][-3000:]}")
 
 
+@pytest.mark.slow  # kept out of the default run for time: `pytest -m slow`
 def test_killed_sweep_rerun_into_its_directory_runs_only_the_unfinished_jobs(tabular: dict, tmp_path: Path) -> None:
     import os
 

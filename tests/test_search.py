@@ -103,6 +103,7 @@ def test_resuming_with_another_search_is_refused(pruned_search: dict) -> None:
     assert "hydra.sweeper.study_name=NAME" in done.stderr
 
 
+@pytest.mark.slow  # kept out of the default run for time: `pytest -m slow`
 def test_a_killed_search_resumes_with_the_missing_trials_only(tmp_path: Path) -> None:
     """SIGKILL while trial 1 trains; the same command then fails trial 1, runs its params again, and one more."""
     command = [sys.executable, "-m", "converge.cli", "train", "-m", *TINY, "task_name=digits-kill",
