@@ -105,3 +105,15 @@ def test_a_job_that_would_differ_on_a_rerun_is_refused_not_skipped(tmp_path: Pat
     record_or_check_job(tmp_path, ["seed=1", "optim.lr=0.1"])  # the same job
     with pytest.raises(ConfigError, match="ran with other overrides"):
         record_or_check_job(tmp_path, ["optim.lr=0.2", "seed=1"])
+
+
+def test_a_sweep_that_started_no_job_is_taken_over_by_the_corrected_command(tmp_path: Path) -> None:
+    from converge.app.sweeps import JOB_RECORD, record_or_check
+    from converge.errors import ConfigError
+
+    record_or_check(tmp_path, ["optim.lr=interval(1,0)"])  # failed before its first job: only the record
+    record_or_check(tmp_path, ["optim.lr=interval(0,1)"])  # the fixed command takes the directory over
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / JOB_RECORD).write_text('{"overrides": []}')
+    with pytest.raises(ConfigError, match="holds a sweep of other overrides"):
+        record_or_check(tmp_path, ["optim.lr=interval(0,2)"])  # once a job ran, mixing sweeps is refused

@@ -70,6 +70,8 @@ def test_search_writes_the_study_and_the_best_trial(pruned_search: dict) -> None
     assert best["best"]["params"] == study.best_params
     assert f"optim.lr={study.best_params['optim.lr']}" in best["best"]["overrides"]
     assert not any(o.startswith("hparams_search=") for o in best["best"]["overrides"])
+    # the monitor the trials were scored by travels with the command, as hparams_search=... no longer sets it
+    assert {"monitor.metric=val/loss", "monitor.mode=min"} <= set(best["best"]["overrides"])
     assert f"best trial {study.best_trial.number}" in pruned_search["output"]
     for trial in study.trials[:2]:  # a completed trial: a finished run whose metrics match the study
         metrics = json.loads((folder / str(trial.number) / "metrics.json").read_text())
@@ -162,6 +164,8 @@ def test_search_space_from_yaml_and_command_line() -> None:
     ({"optim.lr": "0.1"}, [], "is one value, not a range"),
     ({}, ["optim.lr=0.1"], "the search space is empty"),
     ({"optim.lr": "interval(0.1"}, [], "cannot parse"),
+    ({"model.net.dim": "range(64, 32)"}, [], "not a range Optuna can search"),
+    ({"optim.lr": "tag(log, interval(0.0, 0.1))"}, [], "not a range Optuna can search"),
 ])
 def test_bad_search_spaces_are_user_errors(params: dict, arguments: list, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

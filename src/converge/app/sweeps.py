@@ -46,7 +46,9 @@ class SweepRecord(Callback):
 def record_or_check(sweep_dir: Path, overrides: list[str]) -> None:
     """Record a new sweep's overrides; for a rerun into an existing sweep, insist they are the same."""
     record = sweep_dir / RECORD
-    if not record.is_file():
+    # A sweep that failed before any job started (a bad search space, say) left only its record: nothing
+    # would be mixed, so the corrected command takes the directory over rather than being refused.
+    if not record.is_file() or not any(sweep_dir.glob(f"*/{JOB_RECORD}")):
         write_json(record, {"overrides": overrides})
         log.info("if this sweep is interrupted, rerun the same command with hydra.sweep.dir=%s to finish it",
                  sweep_dir)
@@ -80,10 +82,17 @@ def resume_sweep_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 
 
 def record_or_check_job(run_dir: Path, overrides: list[str]) -> None:
-    """Record a job's overrides in its directory; on a rerun, insist it is still the same job."""
+    """Record a job's overrides in its directory; on a rerun, insist it is still the same job.
+
+    Every task of a multi-task SLURM job runs the job in this directory: only global rank 0 writes
+    (concurrent writers would race on the same partial file), the others only check an existing record.
+    """
+    from lightning.pytorch.utilities import rank_zero_only
+
     record = run_dir / JOB_RECORD
     if not record.is_file():
-        write_json(record, {"overrides": overrides})
+        if rank_zero_only.rank == 0:
+            write_json(record, {"overrides": overrides})
         return
     stored = json.loads(record.read_text())["overrides"]
     if sorted(stored) != sorted(overrides):

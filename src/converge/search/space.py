@@ -77,19 +77,27 @@ def _parse(parser: OverridesParser, text: str, where: str) -> Override:
 
 
 def _param(override: Override) -> Param:
+    try:
+        return _distribution(override)
+    except ValueError as error:  # an empty range, or Optuna's own checks (low <= high, low > 0 on a log scale)
+        raise ConfigError(f"{override.input_line}: not a range Optuna can search ({error})") from None
+
+
+def _distribution(override: Override) -> Param:
     key, value = override.get_key_element(), override.value()
     if isinstance(value, IntervalSweep):
         return Param(key, FloatDistribution(value.start, value.end, log="log" in value.tags))
+    choices = list(override.sweep_iterator())
+    if not choices:
+        raise ValueError("it holds no value")
     if isinstance(value, RangeSweep) and all(isinstance(v, int) for v in (value.start, value.stop, value.step)) \
             and value.step > 0 and not value.shuffle:
-        last = list(override.sweep_iterator())[-1]
         log = "log" in value.tags
         if log and value.step != 1:
             raise ConfigError(f"{key}: tag(log, range(...)) needs step 1 (Optuna's log scale has no step)")
-        return Param(key, IntDistribution(value.start, last, log=log, step=1 if log else value.step))
+        return Param(key, IntDistribution(value.start, choices[-1], log=log, step=1 if log else value.step))
     # choice(...), a,b,c lists and other ranges: categorical. Optuna stores only primitive choices, so a list
     # or dict choice is stored as its override text.
-    choices = list(override.sweep_iterator())
     stored = [c if isinstance(c, _PRIMITIVE) else Transformer.str(c) for c in choices]
     return Param(key, CategoricalDistribution(stored),
                  texts={s: Transformer.str(c) for s, c in zip(stored, choices, strict=True)})

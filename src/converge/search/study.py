@@ -30,6 +30,7 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 IDENTITY_KEY = "converge"  # study user attribute: what the study searches, to refuse resuming another search
 RETRY_KEY = "retry_of"     # trial user attribute: the killed trial whose params this one runs again
 RUN_DIR_KEY = "run_dir"    # trial user attribute, set by the pruning callback when the trial starts
+_MODES = {"minimize": "min", "maximize": "max"}  # study direction -> monitor.mode
 
 
 @contextmanager
@@ -125,6 +126,10 @@ def write_best(sweep_dir: Path, study: optuna.Study, metric: str | None, space: 
         best = study.best_trial
         # hparams_search=... would make `converge train` (without -m) a search again: leave it out
         command = [o for o in space.fixed if not o.startswith("hparams_search=")]
+        # ...and with it the monitor the space set, which picks the checkpoint and the score: keep the trials' own
+        monitor = {"monitor.metric": metric, "monitor.mode": _MODES[study.direction.name.lower()]}
+        command += [f"{key}={value}" for key, value in monitor.items()
+                    if value is not None and not any(o.startswith(f"{key}=") for o in command)]
         command += [space.params[key].override(value) for key, value in best.params.items() if key in space.params]
         summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
                            "run_dir": best.user_attrs.get(RUN_DIR_KEY), "overrides": command}
