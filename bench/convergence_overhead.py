@@ -71,27 +71,30 @@ def one_run(steps: int, with_callback: bool, workdir: Path) -> dict:
     return json.loads(result.read_text())
 
 
+def table(steps: int = 1000, repeats: int = 3) -> str:
+    """Markdown table of the callback's cost: medians of `repeats` alternating runs of `steps` steps each."""
+    runs: dict[bool, list[dict]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as workdir:
+        for _ in range(repeats):
+            for with_callback in (False, True):  # alternating, so drift in machine load hits both alike
+                runs[with_callback].append(one_run(steps, with_callback, Path(workdir)))
+    rows = [f"| {steps} steps of `vision/digits`, median of {repeats} | without | with | overhead |",
+            "|---|---|---|---|"]
+    for clock, label in (("seconds", "wall s"), ("cpu_seconds", "CPU s")):
+        off = statistics.median(r[clock] for r in runs[False])
+        on = statistics.median(r[clock] for r in runs[True])
+        rows.append(f"| {label} | {off:.2f} | {on:.2f} | {100 * (on - off) / off:+.2f} % |")
+    own = statistics.median(r["callback_cpu_seconds"] / r["cpu_seconds"] for r in runs[True])
+    rows.append(f"| the callback's hooks, share of the run's CPU time | | | {100 * own:.3f} % |")
+    return "\n".join(rows)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     options = parser.parse_args()
-    runs: dict[bool, list[dict]] = {True: [], False: []}
-    with tempfile.TemporaryDirectory() as workdir:
-        for _ in range(options.repeats):
-            for with_callback in (False, True):
-                runs[with_callback].append(one_run(options.steps, with_callback, Path(workdir)))
-    report = {"steps": options.steps, "repeats": options.repeats}
-    for clock in ("seconds", "cpu_seconds"):
-        off = statistics.median(r[clock] for r in runs[False])
-        on = statistics.median(r[clock] for r in runs[True])
-        report[clock] = {"without": round(off, 2), "with": round(on, 2),
-                         "overhead_percent": round(100 * (on - off) / off, 2),
-                         "runs": {"without": [round(r[clock], 2) for r in runs[False]],
-                                  "with": [round(r[clock], 2) for r in runs[True]]}}
-    own = statistics.median(r["callback_cpu_seconds"] / r["cpu_seconds"] for r in runs[True])
-    report["callback_hooks_share_of_cpu_percent"] = round(100 * own, 3)
-    print(json.dumps(report, indent=2))
+    print(table(options.steps, options.repeats))
 
 
 if __name__ == "__main__":

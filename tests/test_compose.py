@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -68,9 +69,14 @@ def test_experiment_overrides_compose_with_group_overrides() -> None:
     assert cfg.scheduler.schedule._target_.endswith("StepLR")
 
 
-def test_callbacks_none_drops_the_settings_an_experiment_gives_its_callbacks() -> None:
+def test_callbacks_none_drops_the_settings_an_experiment_gives_its_callbacks(
+        caplog: pytest.LogCaptureFixture) -> None:
     from converge.app.build import build_callbacks
 
     cfg = compose(["experiment=vision/digits", "callbacks=none"])
     assert "every_n_epochs" in cfg.callbacks.model_checkpoint  # the experiment's tuning is still composed in
-    assert build_callbacks(cfg.callbacks) == []
+    with caplog.at_level(logging.WARNING, logger="converge"):
+        assert build_callbacks(cfg.callbacks) == []
+    skipped = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(skipped) == len(cfg.callbacks)  # one warning per entry left without a callback to tune
+    assert "callbacks.model_checkpoint has no _target_, so it builds nothing" in "\n".join(skipped)

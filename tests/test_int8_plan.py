@@ -9,7 +9,7 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
-from converge.exporting.int8_plan import plan, quantize_dynamic_where_it_pays
+from converge.exporting.int8_plan import plan, quantize_dynamic_where_it_pays, store_as_int8
 
 ROWS, DIM, HIDDEN = 500, 64, 128  # DIM x HIDDEN: half the smallest matrix int8 arithmetic pays for
 
@@ -95,3 +95,20 @@ def test_a_weight_shared_by_a_runtime_matmul_and_a_stored_lookup_serves_both(tmp
     feeds = {"ids": np.array([0, 5, DIM - 1], dtype=np.int64), "x": rng.normal(0, 1, (3, DIM)).astype(np.float32)}
     fp32, int8 = _run(source, feeds), _run(target, feeds)
     assert np.abs(int8 - fp32).max() <= 0.05 * np.abs(fp32).max()
+
+
+def test_an_initializer_listed_as_a_graph_input_keeps_its_float_values(tmp_path: Path) -> None:
+    """An initializer that is also a graph input is a default a caller may override: not a constant to shrink."""
+    model = onnx.load(str(_model(tmp_path / "model.onnx")))
+    narrow = next(tensor for tensor in model.graph.initializer if tensor.name == "narrow")
+    model.graph.input.append(helper.make_tensor_value_info("narrow", TensorProto.FLOAT, list(narrow.dims)))
+    assert "narrow" not in plan(model).stored_weights
+    store_as_int8(model, {"narrow": 0, "wide": 1})
+    kept = {tensor.name: tensor for tensor in model.graph.initializer}
+    assert "narrow" in kept and kept["narrow"].data_type == TensorProto.FLOAT and "narrow_int8" not in kept
+    assert "wide" not in kept and kept["wide_int8"].data_type == TensorProto.INT8  # a constant is still stored
+    onnx.save(model, str(tmp_path / "stored.onnx"))
+    feeds = {"ids": np.arange(0, ROWS, 7, dtype=np.int64), "mix": np.eye(4, dtype=np.float32)}
+    default = _run(tmp_path / "stored.onnx", feeds)
+    overridden = _run(tmp_path / "stored.onnx", {**feeds, "narrow": np.zeros(list(narrow.dims), np.float32)})
+    assert not np.allclose(default, overridden)  # the caller's value still reaches the Gemm

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converge.data.splits import stratified_fold, stratified_split
+from converge.data.splits import check_folds, stratified_fold, stratified_split, validation_split
+from converge.errors import ConfigError
 
 LABELS = np.repeat(np.arange(3), [50, 30, 17])
 
@@ -31,3 +32,17 @@ def test_stratified_folds_partition_the_samples() -> None:
 def test_bad_fold_arguments_are_refused(num_folds: int, fold: int) -> None:
     with pytest.raises(ValueError, match="fold"):
         stratified_fold(LABELS, num_folds, fold, seed=0)
+
+
+def test_validation_split_is_a_fold_when_cross_validating_else_a_fraction() -> None:
+    """The one function the vision and text data modules carve validation with."""
+    for got, expected in ((validation_split(LABELS, 0.2, None, 0, seed=7), stratified_split(LABELS, 0.2, seed=7)),
+                          (validation_split(LABELS, 0.2, 4, 3, seed=7), stratified_fold(LABELS, 4, 3, seed=7))):
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+@pytest.mark.parametrize(("num_folds", "fold"), [(1, 0), (5, 5), (5, -1)])
+def test_bad_fold_settings_are_a_config_error(num_folds: int, fold: int) -> None:
+    with pytest.raises(ConfigError, match=rf"data.fold={fold} must be in \[0, data.num_folds={num_folds}\)"):
+        check_folds(num_folds, fold)
+    check_folds(None, fold)  # no cross-validation: the fold is not used

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from converge.errors import ConvergeError, UnknownNameError
+from converge.errors import ConvergeError, ReportError, UnknownNameError
 
 USAGE = """\
 usage: converge COMMAND [ARGS]
@@ -255,8 +255,8 @@ def _tensorboard_command(args: list[str]) -> int:
     parser.add_argument("--port", type=int, default=6006)
     options = parser.parse_args(args)
     if not os.path.isdir(options.run_dir):
-        raise ConvergeError(f"no directory {options.run_dir}: name a run directory or a folder of runs "
-                            f"(converge train writes them under outputs/)")
+        raise ReportError(f"no directory {options.run_dir}: name a run directory or a folder of runs "
+                          f"(converge train writes them under outputs/)")
     from tensorboard import program
 
     board = program.TensorBoard()

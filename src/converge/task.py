@@ -56,6 +56,7 @@ class TaskModule(pl.LightningModule, ABC):
         metrics = self.build_metrics()
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self._reset_train_loss()
 
     # -- what a task implements ---------------------------------------------------------------
     @abstractmethod
@@ -83,6 +84,14 @@ class TaskModule(pl.LightningModule, ABC):
         inputs, _ = self.split_batch(batch)
         return tuple(tensor[:2] for tensor in inputs)
 
+    def for_export(self) -> torch.nn.Module:
+        """The module the exporters trace, called on an eval-mode copy of the task: the task itself by default.
+
+        Override to swap a module built for training for an equivalent one that exports to a faster graph
+        (NeMo swaps export-hostile modules the same way). Every exported format is still verified against
+        this eager task, so a swap that changes the answers fails the export."""
+        return self
+
     def input_spec(self, example: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
         """Names, dtypes and shapes (symbolic where dynamic) of the inputs, for the bundle manifest."""
         axes = self.dynamic_axes()
@@ -106,13 +115,39 @@ class TaskModule(pl.LightningModule, ABC):
         loss = self.compute_loss(outputs, target)
         size = len(target)
         if stage == "train":
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+            self._log_train_loss(loss, size)
             return loss
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(outputs, target)
+        metrics.update(outputs, target)  # logged once, when the epoch ends
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", sync_dist=True, batch_size=size)
-        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=size)
         return loss
+
+    def _log_train_loss(self, loss: torch.Tensor, size: int) -> None:
+        """train/loss_step on the steps the loggers write, train/loss_epoch (the batch-size weighted mean) at the
+        end of the epoch: the curves of `self.log("train/loss", on_step=True, on_epoch=True)` without its cost
+        of about a millisecond a step (Lightning moves its result collection to the device on every call)."""
+        self._train_loss_sum = self._train_loss_sum + loss.detach().float() * size  # a tensor: no sync per step
+        self._train_loss_count += size
+        trainer = self._trainer
+        if trainer is not None and (trainer._logger_connector.should_update_logs or trainer.fast_dev_run):
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
+
+    def _reset_train_loss(self) -> None:
+        self._train_loss_sum: torch.Tensor | float = 0.0
+        self._train_loss_count = 0
+
+    def on_train_epoch_start(self) -> None:
+        self._reset_train_loss()
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_loss_count:  # nothing when a subclass's own training_step logs its loss
+            self.log("train/loss_epoch", self._train_loss_sum / self._train_loss_count, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics, on_epoch=True)
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")

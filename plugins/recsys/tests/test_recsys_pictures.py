@@ -11,7 +11,7 @@ import torch
 from converge.app.build import build_datamodule
 from converge.testing import compose
 from converge_recsys.models import FeatureMF
-from converge_recsys.preprocessing import FeatureSpace
+from converge_recsys.preprocessing import Encoder
 
 
 def test_projector_shows_the_final_item_vectors_with_titles(tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_feature_mf_item_vectors_are_the_vectors_it_scores_with() -> None:
     spec = build_datamodule(compose(["data=recsys/ml100k", "data.max_users=20", "model=recsys/feature_mf"]).data).spec()
     assert spec["item_features"]["dim"] > 0  # genres and release decade
     net = FeatureMF(spec, dim=8, init_std=0.1)
-    table = torch.from_numpy(FeatureSpace.from_spec(spec["item_features"]).table())
+    table = torch.from_numpy(Encoder(spec).item_table)
     items = torch.arange(1, spec["num_items"])
     users = torch.ones_like(items)
     user_features = torch.zeros(len(items), spec["user_features"]["dim"])

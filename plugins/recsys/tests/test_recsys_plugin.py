@@ -45,6 +45,19 @@ class TestRatingMF(PluginConformance):
         assert [len(answer["recommendations"]) for answer in (answers[0], answers[2])] == [3, 3]
         assert answers[0]["recommendations"][0]["title"]
 
+    def test_predict_refuses_no_queries_and_a_top_k_below_one(self, bundle: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+        from converge.cli import main
+
+        output = tmp_path / "answers.jsonl"
+        assert main(["predict", str(bundle), "--output", str(output)]) == 2  # a DataError: one message, code 2
+        assert "converge: error: no queries: give a CSV of queries" in capsys.readouterr().err
+        assert not output.exists() and not list(tmp_path.iterdir())  # nothing half-written
+        with pytest.raises(SystemExit) as refused:  # argparse's usage error, before the bundle is run
+            main(["predict", str(bundle), "--user", "1", "--top-k", "0"])
+        assert refused.value.code == 2
+        assert "argument --top-k: must be at least 1, got 0" in capsys.readouterr().err
+
 
 class TestRankingFeatures(PluginConformance):
     overrides = ["data=recsys/ml100k_ranking", "model=recsys/feature_mf", *SLICE]
@@ -126,6 +139,21 @@ def test_unknown_ids_fall_back_or_fail_and_features_encode() -> None:
     np.testing.assert_allclose(encoder.item_features.table()[1], [0, 2 ** -0.5, 2 ** -0.5])
     with pytest.raises(DataError, match=r"request.csv:2: unknown user id\(s\) \['new'\]"):
         Encoder(_spec("error")).pairs(["new"], ["i1"], source="request.csv:2")
+
+
+@pytest.mark.parametrize(("user", "values"), [("u2", None), ("new", ["50"]), ("new", None)])
+@pytest.mark.parametrize("features", [True, False])
+def test_all_items_rows_equal_the_per_pair_rows(user: str, values: list[str] | None, features: bool) -> None:
+    """all_items encodes the user once and repeats the row: the arrays must be the per-pair ones, bit for bit."""
+    spec = _spec() if features else {**_spec(), "user_features": None, "item_features": None}
+    encoder = Encoder(spec)
+    every = encoder.all_items(user, user_values=values)
+    items = spec["items"]
+    pairs = encoder.pairs([user] * len(items), items, user_values=None if values is None else [values] * len(items))
+    assert every.keys() == pairs.keys()
+    for name, array in pairs.items():
+        assert every[name].dtype == array.dtype and every[name].shape == array.shape, name
+        assert np.array_equal(every[name], array), name
 
 
 def test_recommend_skips_rated_items_and_shows_titles() -> None:

@@ -192,9 +192,17 @@ def test_failed_verification_writes_no_bundle(onnx_bundle: Path, tmp_path: Path)
 
 
 def test_bench_reports_latency_and_throughput_against_eager(onnx_bundle: Path) -> None:
-    done = run_cli(["bench", str(onnx_bundle), "--json", "--repeats", "20", "--batch-size", "32"])
+    done = run_cli(["bench", str(onnx_bundle), "--json", "--repeats", "20", "--batch-size", "32", "--threads", "1"])
     assert done.returncode == 0, done.stderr[-2000:]
-    table = json.loads(done.stdout)["formats"]
+    report = json.loads(done.stdout)
+    assert report["threads"] == 1 and report["batch_size"] == 32
+    table = report["formats"]
     assert set(table) == {"onnx", "eager"}
     for row in table.values():
         assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] and row["rows_per_s"] > 0
+
+
+@pytest.mark.parametrize("flag", ["--threads", "--batch-size"])
+def test_bench_refuses_a_count_below_one(onnx_bundle: Path, flag: str) -> None:
+    done = run_cli(["bench", str(onnx_bundle), flag, "0"])
+    assert done.returncode == 2 and f"{flag}: must be at least 1, got 0" in done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ from converge.data.module import DataModule
 from converge.errors import CheckpointError, ConfigError, ConvergeError, HardwareError
 from converge.plugin import resolve
 from converge.task import CHECKPOINT_KEY, TaskModule
+
+log = logging.getLogger("converge")
 
 
 def instantiate_config(config: Any, what: str, **kwargs: Any) -> Any:
@@ -74,8 +77,16 @@ def build_callbacks(callbacks: DictConfig | None) -> list[pl.Callback]:
 
     An entry without `_target_` only tunes a callback the chosen group does not have (an experiment's
     `callbacks.model_checkpoint.every_n_epochs` under `callbacks=none`): there is nothing to build."""
-    return [instantiate_config(node, f"callback '{name}'") for name, node in (callbacks or {}).items()
-            if node is not None and "_target_" in node]
+    built = []
+    for name, node in (callbacks or {}).items():
+        if node is None:
+            continue
+        if "_target_" not in node:  # warned, so a misspelt or forgotten `_target_` is not silently dropped
+            log.warning("callbacks.%s has no _target_, so it builds nothing (settings for a callback that is "
+                        "not in the chosen callbacks group?)", name)
+            continue
+        built.append(instantiate_config(node, f"callback '{name}'"))
+    return built
 
 
 def build_loggers(logger: DictConfig | None) -> list[Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from converge.errors import ConfigError
+
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, held_out): ceil(fraction * n) samples held out, every class in proportion.
@@ -50,3 +52,20 @@ def stratified_fold(labels: np.ndarray, num_folds: int, fold: int, seed: int) ->
         held_out.append(members[fold::num_folds])
     held = np.sort(np.concatenate(held_out)) if held_out else np.array([], dtype=int)
     return np.setdiff1d(np.arange(len(labels)), held), held
+
+
+def check_folds(num_folds: int | None, fold: int) -> None:
+    """Refuse a bad `data.num_folds`/`data.fold` pair in the config's words, when the data module is built
+    (before any data is read); null num_folds means no cross-validation."""
+    if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
+        raise ConfigError(f"data.fold={fold} must be in [0, data.num_folds={num_folds}) and data.num_folds "
+                          f"at least 2 (or null: validation is data.val_fraction of the training split)")
+
+
+def validation_split(labels: np.ndarray, val_fraction: float, num_folds: int | None, fold: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) of a training split: fold `fold` of a stratified `num_folds`-fold
+    partition when cross-validating (num_folds set), else a stratified `val_fraction` of it."""
+    if num_folds is None:
+        return stratified_split(labels, val_fraction, seed)
+    return stratified_fold(labels, num_folds, fold, seed)

@@ -20,14 +20,13 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from converge.exporting import int8_plan
 from converge.task import TaskModule
 
 Runner = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 
 
 def exportable_copy(task: TaskModule) -> nn.Module:
-    module = copy.deepcopy(task).eval().cpu()
+    module = copy.deepcopy(task).eval().cpu().for_export()
     for name in ("val_metrics", "test_metrics"):
         if hasattr(module, name):
             delattr(module, name)
@@ -95,6 +94,8 @@ def write_int8(onnx_path: Path, path: Path, calibration: Iterable[dict[str, np.n
         quantize_static(str(prepared), str(path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     elif method == "dynamic":
+        from converge.exporting import int8_plan  # imports onnx: only when an int8 copy is asked for
+
         int8_plan.quantize_dynamic_where_it_pays(prepared, path)
     else:
         from converge.errors import ConfigError

@@ -56,7 +56,7 @@ class Int8Plan:
 def plan(model: onnx.ModelProto, min_matmul_elements: int = MIN_RUNTIME_MATMUL_ELEMENTS,
          min_table_bytes: int = MIN_RUNTIME_TABLE_BYTES) -> Int8Plan:
     """The scheme of every float32 weight of a Gather, MatMul, Gemm or Conv in `model`'s main graph."""
-    weights = {tensor.name: tensor for tensor in model.graph.initializer if tensor.data_type == TensorProto.FLOAT}
+    weights = {name: tensor for name, tensor in _constants(model).items() if tensor.data_type == TensorProto.FLOAT}
     chosen = Int8Plan()
     axes: dict[str, set[int | None]] = {}
     for node in model.graph.node:
@@ -78,6 +78,13 @@ def plan(model: onnx.ModelProto, min_matmul_elements: int = MIN_RUNTIME_MATMUL_E
     return chosen
 
 
+def _constants(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """The initializers that are constants: one also listed in `graph.input` is only a default, which a caller
+    may override at run time, so it keeps its float32 values."""
+    overridable = {value.name for value in model.graph.input}
+    return {tensor.name: tensor for tensor in model.graph.initializer if tensor.name not in overridable}
+
+
 def _weight_of(node: onnx.NodeProto) -> tuple[str, int] | None:
     """(the weight input of `node`, its output-channel axis), for the op types the plan covers."""
     attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -97,10 +104,10 @@ def store_as_int8(model: onnx.ModelProto, weights: dict[str, int | None]) -> Non
     per slice along its axis), dequantized by Cast + Mul nodes that constant folding evaluates at load time.
     (DequantizeLinear would be the usual spelling, but onnxruntime keeps it out of constant folding to fuse it
     with the op after it, and would dequantize the whole table on every call.)"""
-    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    initializers = _constants(model)
     dequantize = []
     for name, axis in sorted(weights.items()):
-        if name not in initializers:  # quantize_dynamic replaced it everywhere
+        if name not in initializers:  # quantize_dynamic replaced it everywhere, or it can be overridden
             continue
         values = numpy_helper.to_array(initializers[name])
         reduce = None if axis is PER_TENSOR else tuple(a for a in range(values.ndim) if a != axis)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from converge.runtime.bundle import FORMAT_FILES, ONNX_FORMATS, Bundle
+from converge.runtime.processing import positive_int
 
 EXAMPLES = "example_inputs.npz"
 
@@ -38,12 +39,12 @@ def rows(examples: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(array[index]) for name, array in examples.items()}
 
 
-def runners(bundle: Bundle) -> dict[str, Callable[[dict[str, np.ndarray]], Any]]:
+def runners(bundle: Bundle, threads: int | None = None) -> dict[str, Callable[[dict[str, np.ndarray]], Any]]:
     found: dict[str, Callable] = {}
     output = [bundle.manifest["outputs"][0]["name"]]
     for name in bundle.formats:
         if name in ONNX_FORMATS:
-            session = bundle.session(name)
+            session = bundle.session(name, threads)
             found[name] = lambda feeds, s=session: s.run(output, feeds)
     torch_formats = [name for name in bundle.formats if name not in ONNX_FORMATS]
     try:
@@ -51,6 +52,9 @@ def runners(bundle: Bundle) -> dict[str, Callable[[dict[str, np.ndarray]], Any]]
     except ImportError:
         return found
     from converge.exporting.formats import runner
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     names = [spec["name"] for spec in bundle.manifest["inputs"]]
 
@@ -83,12 +87,12 @@ def _eager(bundle: Bundle) -> Callable | None:
     return task
 
 
-def bench(bundle: Bundle, batch_size: int, repeats: int) -> dict[str, dict[str, float]]:
+def bench(bundle: Bundle, batch_size: int, repeats: int, threads: int | None = None) -> dict[str, dict[str, float]]:
     with np.load(bundle.verified_file_named(EXAMPLES)) as stored:
         examples = {name: stored[name] for name in stored.files}
     single, batch = rows(examples, 1), rows(examples, batch_size)
     table = {}
-    for name, run in runners(bundle).items():
+    for name, run in runners(bundle, threads).items():
         latency = np.array(measure(run, single, repeats)) * 1000
         per_batch = np.array(measure(run, batch, max(10, repeats // 5)))
         table[name] = {"p50_ms": float(np.percentile(latency, 50)), "p95_ms": float(np.percentile(latency, 95)),
@@ -106,14 +110,17 @@ def _size(bundle: Bundle, name: str) -> int | None:
 def main(args: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="converge bench", description=__doc__.splitlines()[0])
     parser.add_argument("bundle")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch for throughput (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="batch for throughput (default 64)")
     parser.add_argument("--repeats", type=int, default=200, help="timed runs at batch 1 (default 200)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="threads of onnxruntime and torch alike (default: all cores); fix it for figures "
+                             "that compare across runs or machines")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     options = parser.parse_args(args)
     bundle = Bundle.open(options.bundle)
-    table = bench(bundle, options.batch_size, options.repeats)
+    table = bench(bundle, options.batch_size, options.repeats, options.threads)
     if options.json:
-        print(json.dumps({"batch_size": options.batch_size, "formats": table}, indent=2))
+        print(json.dumps({"batch_size": options.batch_size, "threads": options.threads, "formats": table}, indent=2))
         return 0
     eager = table.get("eager", {}).get("rows_per_s")
     print(f"{'format':<13}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{f'rows/s @{options.batch_size}':>14}"

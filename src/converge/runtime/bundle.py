@@ -65,11 +65,11 @@ class Bundle:
                               f"or corrupted, refusing to load it")
         return path
 
-    def session(self, format_name: str = "onnx") -> Any:
-        """An onnxruntime session for an ONNX format of the bundle."""
+    def session(self, format_name: str = "onnx", threads: int | None = None) -> Any:
+        """An onnxruntime session for an ONNX format of the bundle on `threads` intra-op threads (None: all cores)."""
         if format_name not in ONNX_FORMATS:
             raise BundleError(f"format '{format_name}' is not an ONNX model: use one of {', '.join(ONNX_FORMATS)}")
-        return onnx_session(self.verified_file(format_name))
+        return onnx_session(self.verified_file(format_name), threads)
 
     def check_inputs(self, arrays: dict[str, Any], source: str) -> None:
         """Inputs must match the manifest's names, dtypes and fixed dimensions."""
@@ -86,9 +86,11 @@ class Bundle:
                                     f"the model takes {expected} (shape {spec['shape']})")
 
 
-def onnx_session(path: Path) -> Any:
+def onnx_session(path: Path, threads: int | None = None) -> Any:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from converge.runtime.bundle import Bundle
-from converge.runtime.processing import Postprocessor, Preprocessor, Request
+from converge.runtime.processing import Postprocessor, Preprocessor, Request, positive_int
 
 
 def processor_classes(bundle: Bundle) -> tuple[type[Preprocessor], type[Postprocessor]]:
@@ -65,15 +65,13 @@ def main(args: Sequence[str]) -> int:
     parser.add_argument("bundle", help="the bundle directory written by `converge export`")
     parser.add_argument("inputs", nargs="*", help="input files (images, text files, CSV... as the plugin reads)")
     parser.add_argument("--output", "-o", help="write JSON lines here (default: standard output)")
-    parser.add_argument("--batch-size", type=int, default=32, help="requests per model call (default 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="requests per model call (default 32)")
     parser.add_argument("--format", default="onnx", help="onnx (default) or int8")
     known, _ = parser.parse_known_args(args)
     bundle = Bundle.open(known.bundle)
     preprocessor_class, _ = processor_classes(bundle)
     preprocessor_class.add_arguments(parser)
     options = parser.parse_args(args)
-    if options.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
     if not options.output:
         predict(bundle, options.inputs, options, sys.stdout)
         return 0

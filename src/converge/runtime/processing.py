@@ -17,6 +17,17 @@ from typing import Any
 import numpy as np
 
 
+def positive_int(text: str) -> int:
+    """An argparse `type` for counts (batch size, k, threads): refused with argparse's usage error, exit code 2."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 @dataclass
 class Request:
     """One answer to produce: its model inputs, one or more rows each (a leading row axis)."""

@@ -147,7 +147,7 @@ class RecsysData(DataModule):
         self._prepared = {
             "spec": spec, "parts": parts, "user_idx": user_idx, "item_idx": item_idx, "ratings": rows.ratings,
             "user_table": torch.from_numpy(encoder.user_features.table()),
-            "item_table": torch.from_numpy(encoder.item_features.table()),
+            "item_table": torch.from_numpy(encoder.item_table),
         }
         return self._prepared
 

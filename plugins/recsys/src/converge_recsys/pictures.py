@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from converge_recsys.models import Scorer
-from converge_recsys.preprocessing import FeatureSpace
+from converge_recsys.preprocessing import Encoder
 
 
 def item_metadata(spec: Mapping[str, Any]) -> list[list[str]]:
@@ -27,7 +27,7 @@ def item_metadata(spec: Mapping[str, Any]) -> list[list[str]]:
 
 def log_item_embeddings(writer: Any, net: Scorer, spec: Mapping[str, Any], step: int, tag: str = "items") -> None:
     """Writes the projector files (tensors, metadata TSV, projector_config.pbtxt) under the writer's log dir."""
-    features = FeatureSpace.from_spec(spec.get("item_features")).table()
+    features = Encoder(spec).item_table
     device = next(net.parameters()).device
     vectors = net.item_vectors(torch.from_numpy(features).to(device))[1:]
     writer.add_embedding(vectors.detach().float().cpu(), metadata=item_metadata(spec),

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from converge.errors import DataError
-from converge.runtime.processing import Postprocessor, Preprocessor, Request
+from converge.runtime.processing import Postprocessor, Preprocessor, Request, positive_int
 from converge_recsys.interactions import read_table
 from converge_recsys.preprocessing import Encoder
 
@@ -40,15 +40,20 @@ class RecsysRequest(Request):
 class RecsysPreprocessor(Preprocessor):
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--top-k", type=int, default=DEFAULT_K, help="items per recommendation (default 10)")
+        parser.add_argument("--top-k", type=positive_int, default=DEFAULT_K,
+                            help="items per recommendation (default 10)")
         parser.add_argument("--user", action="append", default=[], metavar="U",
                             help="recommend for user U, no input file needed (repeatable)")
         parser.add_argument("--user-column", default="user_id", help="user id column of the input CSV")
         parser.add_argument("--item-column", default="item_id", help="item id column (absent or empty: recommend)")
 
     def requests(self, paths: Sequence[str]) -> Iterator[Request]:
+        wanted_users = getattr(self.options, "user", None) or []
+        if not paths and not wanted_users:  # else the command would answer nothing and succeed
+            raise DataError("no queries: give a CSV of queries (a user_id column, optionally item_id) "
+                            "or --user U")
         encoder = Encoder(self.spec)
-        for user in getattr(self.options, "user", None) or []:
+        for user in wanted_users:
             yield self._query(encoder, f"--user {user}", user, None)
         user_column = getattr(self.options, "user_column", "user_id")
         item_column = getattr(self.options, "item_column", "item_id")
@@ -72,9 +77,7 @@ class RecsysPostprocessor(Postprocessor):
     def __init__(self, spec: Mapping[str, Any], options: argparse.Namespace | None = None) -> None:
         super().__init__(spec, options)
         self.encoder = Encoder(spec)
-        self.k = int(getattr(self.options, "top_k", DEFAULT_K))
-        if self.k < 1:
-            raise DataError(f"--top-k must be at least 1, got {self.k}")
+        self.k = int(getattr(self.options, "top_k", DEFAULT_K))  # at least 1: `--top-k` parses with positive_int
 
     def __call__(self, request: Request, outputs: np.ndarray) -> dict[str, Any]:
         assert isinstance(request, RecsysRequest)

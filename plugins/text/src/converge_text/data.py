@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from converge.data.module import DataModule
-from converge.data.splits import stratified_fold, stratified_split
+from converge.data.splits import check_folds, stratified_split, validation_split
 from converge.errors import ConfigError, DataError
 from converge_text.sources import Corpus, LabelledTexts
 from converge_text.tokenizer import TextTokenizer, pad
@@ -64,9 +64,7 @@ class TextClassificationData(DataModule):
                  val_fraction: float = 0.1, split_seed: int = 0, max_docs: int | None = None,
                  num_folds: int | None = None, fold: int = 0, **loader: Any) -> None:
         super().__init__(**loader)
-        if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
-            raise ConfigError(f"data.fold={fold} must be in [0, data.num_folds={num_folds}) and data.num_folds "
-                              f"at least 2 (or null: validation is data.val_fraction of the training split)")
+        check_folds(num_folds, fold)
         if not hasattr(source, "load"):
             raise ConfigError(f"data.source must build a text source (with .load()), got {type(source).__name__}")
         unknown = set(tokenizer or {}) - set(_TOKENIZER_DEFAULTS)
@@ -101,11 +99,8 @@ class TextClassificationData(DataModule):
         else:
             keep, held = stratified_split(np.asarray(train.labels), self.test_fraction, self.split_seed)
             train, test = _take(train, keep), _take(train, held)
-        labels = np.asarray(train.labels)
-        if self.num_folds is None:
-            keep, held = stratified_split(labels, self.val_fraction, self.split_seed + 1)
-        else:
-            keep, held = stratified_fold(labels, self.num_folds, self.fold, self.split_seed + 1)
+        keep, held = validation_split(np.asarray(train.labels), self.val_fraction, self.num_folds, self.fold,
+                                      self.split_seed + 1)
         return {"train": _take(train, keep), "val": _take(train, held), "test": test}
 
     def _limit(self, part: LabelledTexts, offset: int) -> LabelledTexts:

@@ -80,6 +80,39 @@ class FastText(nn.Module):
         pooled = self.dropout(summed / norm.clamp_min(1e-6))
         return pooled + self.bias if self.head is None else self.head(pooled)
 
+    def for_inference(self) -> FoldedFastText:
+        """The same function with the weights folded into the table: what export traces."""
+        return FoldedFastText(self)
+
+
+class FoldedFastText(nn.Module):
+    """An eval-mode FastText with one lookup per token instead of two lookups and two weighted sums.
+
+    Row i of the folded table is (w_i * e_i, w_i^2 / c) for l2 pooling or (w_i * e_i, w_i / c) for mean
+    pooling, so a plain sum over the sequence gives the weighted sum of embeddings and (up to the constant
+    c) the norm's argument at once; padding's row is zero, as its weight is. In onnxruntime a Gather costs
+    about the same per id whether a row holds 1 float or 9, and the matmuls go, so the graph is one Gather
+    and one ReduceSum: measured 0.47 vs 1.00 ms for the two-lookup graph at batch 64 on R8 (one thread).
+    c brings the weight column to the embedding columns' magnitude, because int8 export stores each table
+    row with one scale: a weight column hundreds of times larger would leave the class scores no precision.
+    """
+
+    def __init__(self, trained: FastText) -> None:
+        super().__init__()
+        weights = trained.token_weights.unsqueeze(1)
+        weighted = trained.embedding.weight.detach() * weights
+        weight_column = weights.square() if trained.pooling == "l2" else weights
+        self.scale = float(weight_column.abs().max() / weighted.abs().max().clamp_min(1e-12)) or 1.0
+        self.table = nn.Parameter(torch.cat([weighted, weight_column / self.scale], dim=1), requires_grad=False)
+        self.pooling, self.head, self.bias = trained.pooling, trained.head, trained.bias
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        totals = F.embedding(token_ids, self.table).sum(dim=1)
+        summed, weight = totals[:, :-1], totals[:, -1:] * self.scale
+        norm = weight.sqrt() if self.pooling == "l2" else weight
+        pooled = summed / norm.clamp_min(1e-6)
+        return pooled + self.bias if self.head is None else self.head(pooled)
+
 
 class KimCNN(nn.Module):
     """Kim (2014): word embeddings, parallel 1-D convolutions of several widths, max-over-time pooling.

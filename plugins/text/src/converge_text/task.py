@@ -66,6 +66,12 @@ class TextClassifier(TaskModule):
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         return self.net(token_ids)
 
+    def for_export(self) -> torch.nn.Module:
+        inference = getattr(self.net, "for_inference", None)  # fastText folds its two lookups into one
+        if inference is not None:
+            self.net = inference()
+        return self
+
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         return {"token_ids": {0: "batch", 1: "sequence"}}
 

@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 
 from converge.data.module import DataModule
 from converge.data.sampling import SeededDataset
-from converge.data.splits import stratified_fold, stratified_split
+from converge.data.splits import check_folds, stratified_split, validation_split
 from converge.errors import ConfigError
 from converge_vision.sources import ImageSet
 
@@ -51,8 +51,7 @@ class ImageClassificationData(DataModule):
         super().__init__(**loader)
         if not hasattr(source, "load"):
             raise ConfigError(f"data.source must build an image source (with .load()), got {type(source).__name__}")
-        if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
-            raise ConfigError(f"data.fold={fold} must be in [0, data.num_folds={num_folds}), and num_folds >= 2")
+        check_folds(num_folds, fold)
         self.num_folds, self.fold = num_folds, fold
         self.source = source
         self.test_fraction, self.val_fraction, self.split_seed = test_fraction, val_fraction, split_seed
@@ -69,8 +68,7 @@ class ImageClassificationData(DataModule):
                 train_idx, test_idx = stratified_split(images.labels, self.test_fraction, self.split_seed)
                 test = (images, test_idx)
             labels = images.labels[train_idx]
-            keep, val = (stratified_fold(labels, self.num_folds, self.fold, self.split_seed + 1) if self.num_folds
-                         else stratified_split(labels, self.val_fraction, self.split_seed + 1))
+            keep, val = validation_split(labels, self.val_fraction, self.num_folds, self.fold, self.split_seed + 1)
             self._splits = {"train": (images, train_idx[keep]), "val": (images, train_idx[val]), "test": test}
         return self._splits
 
