@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-import convergence_overhead
+import callback_costs
 import parity
 import results
 import startup
@@ -34,7 +34,7 @@ def _results_sections() -> dict[str, str]:
 SECTIONS: dict[str, Callable[[], dict[str, str]]] = {
     "startup": lambda: {"startup": startup.table(repeats=5)},
     "parity": lambda: {"parity": parity.table(list(parity.WORKLOADS), repeats=5)},
-    "convergence": lambda: {"convergence": convergence_overhead.table()},
+    "callbacks": lambda: {"callbacks": callback_costs.table()},
     "results": _results_sections,  # also writes the `inference` section: it serves the models it trained
 }
 
