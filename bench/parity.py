@@ -51,12 +51,18 @@ class EpochClock(pl.Callback):
     def __init__(self, path: str) -> None:
         self.path, self.marks = Path(path), []
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def mark(self) -> None:
         self.marks.append(time.perf_counter())
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.marks.append(time.perf_counter())
+    def write(self) -> None:
+        self.mark()
         self.path.write_text(json.dumps(self.marks))
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.mark()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write()
 
 
 def steady_epoch_seconds(marks: list[float]) -> float:
@@ -86,7 +92,7 @@ def plain_pytorch(workload: str, epochs: int, clock: EpochClock) -> float:
     optimizer = torch.optim.AdamW(task.parameters(), lr=lr, weight_decay=0.01)
     train_loader = datamodule.train_dataloader()
     for epoch in range(epochs):
-        clock.marks.append(time.perf_counter())
+        clock.mark()
         task.train()
         train_loader.sampler.set_epoch(epoch)  # the data order of epoch N, as Lightning sets it
         for images, labels in train_loader:
@@ -98,7 +104,7 @@ def plain_pytorch(workload: str, epochs: int, clock: EpochClock) -> float:
         with torch.no_grad():
             for images, labels in datamodule.val_dataloader():
                 F.cross_entropy(task(images), labels)
-    clock.on_fit_end(None, None)
+    clock.write()
     return float(loss)
 
 

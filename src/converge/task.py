@@ -4,7 +4,9 @@ A task says how to run its network (`forward`, export-safe: tensors in,
 tensors out), its loss and its metrics; the base class does the rest the same
 way for every domain: the train/val/test steps and their logging under
 `train/`, `val/` and `test/`, the optimiser and LR schedule from config, and
-what a checkpoint must hold to be rebuilt later. Its constructor takes only
+what a checkpoint must hold to be rebuilt later. (A task that overrides an epoch hook,
+`on_train_epoch_start`/`_end` or `on_validation_epoch_end`/`on_test_epoch_end`, calls super():
+the base class logs the epoch's loss and metrics there.) Its constructor takes only
 plain data (configs, the data spec), never nn.Modules, so every checkpoint
 loads with `weights_only=True` (lightning-hydra-template #456, Lightning #11494).
 """

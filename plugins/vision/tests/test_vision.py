@@ -202,7 +202,7 @@ def test_bench_reports_latency_and_throughput_against_eager(onnx_bundle: Path) -
         assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] and row["rows_per_s"] > 0
 
 
-@pytest.mark.parametrize("flag", ["--threads", "--batch-size"])
+@pytest.mark.parametrize("flag", ["--threads", "--batch-size", "--repeats"])
 def test_bench_refuses_a_count_below_one(onnx_bundle: Path, flag: str) -> None:
     done = run_cli(["bench", str(onnx_bundle), flag, "0"])
     assert done.returncode == 2 and f"{flag}: must be at least 1, got 0" in done.stderr

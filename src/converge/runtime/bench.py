@@ -111,7 +111,7 @@ def main(args: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="converge bench", description=__doc__.splitlines()[0])
     parser.add_argument("bundle")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="batch for throughput (default 64)")
-    parser.add_argument("--repeats", type=int, default=200, help="timed runs at batch 1 (default 200)")
+    parser.add_argument("--repeats", type=positive_int, default=200, help="timed runs at batch 1 (default 200)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="threads of onnxruntime and torch alike (default: all cores); fix it for figures "
                              "that compare across runs or machines")
