@@ -53,7 +53,8 @@ def train(experiment: str, seed: int, output_root: Path) -> dict:
 def export_and_bench(checkpoint: str, bundle: Path) -> tuple[dict, dict]:
     converge("export", f"ckpt_path={checkpoint}", "export.quantize=int8", f"export.dir={bundle}",
              f"hydra.run.dir={bundle.parent / 'export-run'}")
-    table = json.loads(converge("bench", str(bundle), "--json"))["formats"]
+    # 2 threads: the "2 CPU cores" on any machine; 500 runs at batch 1 and 100 at the larger batch
+    table = json.loads(converge("bench", str(bundle), "--json", "--threads", "2", "--repeats", "500"))["formats"]
     return json.loads((bundle / "manifest.json").read_text()), table
 
 

@@ -10,11 +10,25 @@ TOLERANCE = {"fp32": {"atol": 1e-4, "rtol": 1e-4}, "int8": {"atol": 0.0, "rtol":
 DROP = {"fp32": 1e-3, "int8": 5e-3}
 
 
+class Eager(torch.nn.Module):
+    """What verification needs of a task: its forward, and its inputs laid out as the exported model takes them."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs)
+
+    def export_inputs(self, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        return {"inputs": inputs[0]}
+
+
 def test_a_batch_axis_frozen_at_trace_time_fails() -> None:
     torch.manual_seed(0)
-    eager = torch.nn.Linear(3, 2)
+    eager = Eager(torch.nn.Linear(3, 2))
     batch = ((torch.randn(8, 3),), torch.zeros(8))
-    frozen_at_two = lambda inputs: eager(inputs[0][:1].expand(2, -1))  # noqa: E731 - always 2 rows out
+    frozen_at_two = lambda inputs: eager(inputs["inputs"][:1].expand(2, -1))  # noqa: E731 - always 2 rows out
     with torch.no_grad():
         report = compare_outputs(eager, {"onnx": frozen_at_two}, batch, [1, 8])
     problems = failures(report, {}, "val/acc", "max", TOLERANCE, DROP)
@@ -22,13 +36,13 @@ def test_a_batch_axis_frozen_at_trace_time_fails() -> None:
 
 
 def test_outputs_beyond_tolerance_fail_and_within_pass() -> None:
-    eager = torch.nn.Identity()
+    eager = Eager(torch.nn.Identity())
     batch = ((torch.full((4, 3), 10.0),), torch.zeros(4))
-    close = compare_outputs(eager, {"onnx": lambda inputs: inputs[0] + 5e-4}, batch, [1, 4])
+    close = compare_outputs(eager, {"onnx": lambda inputs: inputs["inputs"] + 5e-4}, batch, [1, 4])
     assert not failures(close, {}, "val/acc", "max", TOLERANCE, DROP)  # 5e-4 <= 1e-4 + 1e-4 * 10
-    far = compare_outputs(eager, {"onnx": lambda inputs: inputs[0] + 5e-3}, batch, [1, 4])
+    far = compare_outputs(eager, {"onnx": lambda inputs: inputs["inputs"] + 5e-3}, batch, [1, 4])
     assert "onnx: max abs difference 0.005" in failures(far, {}, "val/acc", "max", TOLERANCE, DROP)[0]
-    int8 = compare_outputs(eager, {"int8": lambda inputs: inputs[0] + 0.5}, batch, [1, 4])
+    int8 = compare_outputs(eager, {"int8": lambda inputs: inputs["inputs"] + 0.5}, batch, [1, 4])
     assert not failures(int8, {}, "val/acc", "max", TOLERANCE, DROP)  # int8: 10% of the output scale
 
 

@@ -42,7 +42,7 @@ class TaskModule(pl.LightningModule, ABC):
     # The trivial predictor, fitted on the training targets, that a run must beat not to be "underfitting":
     # "class_prior" (the training class frequencies: majority-class accuracy), "mean" (the mean target), or None.
     baseline: ClassVar[str | None] = None
-    input_names: ClassVar[tuple[str, ...]] = ("inputs",)  # the exported model's input names, in forward order
+    input_names: ClassVar[tuple[str, ...]] = ("inputs",)  # forward's inputs, in order (see `export_inputs`)
     output_names: ClassVar[tuple[str, ...]] = ("outputs",)
 
     def __init__(
@@ -75,31 +75,45 @@ class TaskModule(pl.LightningModule, ABC):
         return tuple(inputs), target
 
     # -- export hooks ---------------------------------------------------------------------------
+    def export_inputs(self, inputs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The exported model's named inputs, in its forward order, for a batch of this task's forward inputs.
+
+        The same tensors under `input_names` by default. Override, with `for_export` and `forward_inputs`,
+        where a faster graph takes another layout than training does (text serves bags of ids, flat ids plus
+        offsets, rather than padded rows)."""
+        return dict(zip(self.input_names, inputs, strict=True))
+
+    def forward_inputs(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The inverse of `export_inputs`: forward's inputs for a batch laid out as the bundle takes it
+        (`converge bench` runs eager on the runtime's own batches this way)."""
+        return tuple(inputs.values())
+
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        """Axes of each input that vary at inference, by symbolic name: the batch axis unless overridden
-        (a text task adds {1: "sequence"}). Axes sharing a name must have equal sizes."""
+        """Axes of each exported input that vary at inference, by symbolic name: the batch axis unless
+        overridden (a text task adds {1: "sequence"}). Axes sharing a name must have equal sizes."""
         return {name: {0: "batch"} for name in self.input_names}
 
     def example_input(self, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """The model inputs of a real batch, cut to 2 rows: what export traces (never 1 row, which
+        """The forward inputs of a real batch, cut to 2 rows: what export traces (never 1 row, which
         would freeze the batch axis)."""
         inputs, _ = self.split_batch(batch)
         return tuple(tensor[:2] for tensor in inputs)
 
     def for_export(self) -> torch.nn.Module:
-        """The module the exporters trace, called on an eval-mode copy of the task: the task itself by default.
+        """The module the exporters trace (called with `export_inputs`), made from an eval-mode copy of the
+        task: the task itself by default.
 
         Override to swap a module built for training for an equivalent one that exports to a faster graph
         (NeMo swaps export-hostile modules the same way). Every exported format is still verified against
         this eager task, so a swap that changes the answers fails the export."""
         return self
 
-    def input_spec(self, example: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
-        """Names, dtypes and shapes (symbolic where dynamic) of the inputs, for the bundle manifest."""
+    def input_spec(self, example: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """Names, dtypes and shapes (symbolic where dynamic) of the exported inputs, for the bundle manifest."""
         axes = self.dynamic_axes()
         return [{"name": name, "dtype": str(tensor.dtype).removeprefix("torch."),
                  "shape": [axes.get(name, {}).get(axis, size) for axis, size in enumerate(tensor.shape)]}
-                for name, tensor in zip(self.input_names, example, strict=True)]
+                for name, tensor in example.items()]
 
     # -- dashboards (converge.diagnostics.dashboards) -------------------------------------------
     def log_pictures(self, writer: Any, step: int) -> None:

@@ -86,6 +86,21 @@ def test_empty_texts_are_kept_as_all_padding_rows_and_empty_labels_refused(tmp_p
         read_table(path, text_column="text", label_column="label")
 
 
+@pytest.mark.parametrize("layout", ["bags", "padded"])
+def test_the_runtime_batches_texts_in_the_layout_the_bundle_takes(tmp_path: Path, layout: str) -> None:
+    from converge_text.processing import TextPreprocessor
+    from converge_text.tokenizer import TextTokenizer
+
+    tokenizer = TextTokenizer(("oil", "prices", "fell"))
+    path = _csv(tmp_path / "news.csv", [("oil prices fell", "x"), ("", "x"), ("prices", "x")])
+    preprocessor = TextPreprocessor({"tokenizer": tokenizer.to_spec(), "token_layout": layout})
+    batch = preprocessor.collate(list(preprocessor.requests([str(path)])))
+    if layout == "bags":  # no padding: the empty text is an empty bag
+        assert batch["token_ids"].tolist() == [2, 3, 4, 3] and batch["offsets"].tolist() == [0, 3, 3]
+    else:
+        assert set(batch) == {"token_ids"} and batch["token_ids"].tolist() == [[2, 3, 4], [0, 0, 0], [3, 0, 0]]
+
+
 def test_unknown_test_label_names_the_file_and_line(tmp_path: Path) -> None:
     train = _csv(tmp_path / "train.csv", REVIEWS)
     test = _csv(tmp_path / "test.csv", [("quite good", "pos"), ("so so", "meh")])

@@ -62,7 +62,7 @@ def _export(cfg: DictConfig) -> Path:
     batches = [task.split_batch(batch) for batch in datamodule.val_dataloader()]
     if not batches or len(batches[0][1]) < 2:
         raise ExportError("export needs a validation split with at least 2 samples in its first batch")
-    example = task.example_input(next(iter(datamodule.val_dataloader())))
+    example = task.export_inputs(task.example_input(next(iter(datamodule.val_dataloader()))))
 
     staging = bundle.with_name(f".{bundle.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -70,15 +70,16 @@ def _export(cfg: DictConfig) -> Path:
     try:
         started = time.perf_counter()
         int8_method = _write_formats(task, example, batches, wanted, settings, staging)
-        runners = {name: formats.runner(name, staging / FORMAT_FILES[name], task.input_names) for name in wanted}
+        runners = {name: formats.runner(name, staging / FORMAT_FILES[name]) for name in wanted}
         sizes = sorted({1, min(int(settings.check_batch_size), len(batches[0][1]))})
         outputs = compare_outputs(task, runners, batches[0], sizes)
         metrics = task_metrics(task, runners, batches)
         problems = failures(outputs, metrics, task.monitor, task.mode, settings.tolerance, settings.max_metric_drop)
         if problems:
             raise ExportError("export verification failed, no bundle written:\n  " + "\n  ".join(problems))
-        first_rows = batches[0][0]
-        np.savez(staging / EXAMPLES, **{name: t.numpy() for name, t in zip(task.input_names, first_rows, strict=True)})
+        # rows in forward's layout, one request each: `converge bench` batches them as the runtime would
+        rows = zip(task.input_names, batches[0][0], strict=True)
+        np.savez(staging / EXAMPLES, **{name: tensor.numpy() for name, tensor in rows})
         manifest = _manifest(task, plugin.name, declared.name, example, checkpoint_path, checkpoint, wanted,
                              staging, {"split": "val", "samples": sum(len(t) for _, t in batches),
                                        "batch_sizes": sizes, "formats": outputs, "metrics": metrics,
@@ -105,7 +106,7 @@ def _write_formats(task, example, batches, wanted: list[str], settings: DictConf
         formats.write_torch_export(module, task, example, staging / FORMAT_FILES["torch_export"])
     method = None
     if "int8" in wanted:
-        calibration = ({n: t.numpy() for n, t in zip(task.input_names, inputs, strict=True)}
+        calibration = ({name: t.numpy() for name, t in task.export_inputs(inputs).items()}
                        for inputs, _ in batches[: int(settings.calibration_batches)])
         method = formats.write_int8(staging / FORMAT_FILES["onnx"], staging / FORMAT_FILES["int8"], calibration,
                                     settings.int8_method)
@@ -114,10 +115,10 @@ def _write_formats(task, example, batches, wanted: list[str], settings: DictConf
     return method
 
 
-def _manifest(task, plugin: str, task_name: str, example, checkpoint_path: Path, checkpoint: dict,
+def _manifest(task, plugin: str, task_name: str, example: formats.Inputs, checkpoint_path: Path, checkpoint: dict,
               wanted: list[str], staging: Path, verification: dict[str, Any]) -> dict[str, Any]:
     with torch.no_grad():
-        output = task(*example)
+        output = task(*task.forward_inputs(example))
     files = {path.name: file_record(path) for path in sorted(staging.iterdir()) if path.is_file()}
     return {
         "format_version": FORMAT_VERSION,

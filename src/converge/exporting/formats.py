@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +20,15 @@ import torch
 from torch import nn
 from torch.export import Dim
 
+from converge.errors import PluginError
 from converge.task import TaskModule
 
-Runner = Callable[[Sequence[torch.Tensor]], torch.Tensor]
+Inputs = Mapping[str, torch.Tensor]  # the exported model's named inputs, in order (TaskModule.export_inputs)
+Runner = Callable[[Inputs], torch.Tensor]
 
 
 def exportable_copy(task: TaskModule) -> nn.Module:
-    module = copy.deepcopy(task).eval().cpu().for_export()
+    module = copy.deepcopy(task).eval().cpu().for_export().eval()  # a swapped-in module starts in train mode
     for name in ("val_metrics", "test_metrics"):
         if hasattr(module, name):
             delattr(module, name)
@@ -34,23 +36,25 @@ def exportable_copy(task: TaskModule) -> nn.Module:
     return module
 
 
-def dynamic_shapes(task: TaskModule) -> tuple[dict[int, Dim], ...]:
+def dynamic_shapes(task: TaskModule, example: Inputs) -> tuple[dict[int, Dim], ...]:
     dims: dict[str, Dim] = {}
     axes = task.dynamic_axes()
+    if set(axes) - set(example):  # torch would ignore them silently and freeze the axes they meant
+        raise PluginError(f"{type(task).__name__}.dynamic_axes() names inputs {sorted(set(axes) - set(example))}, "
+                          f"but the exported inputs are {list(example)}")
     return tuple({axis: dims.setdefault(symbol, Dim(symbol)) for axis, symbol in axes.get(name, {}).items()}
-                 for name in task.input_names)
+                 for name in example)
 
 
-def write_onnx(module: nn.Module, task: TaskModule, example: tuple[torch.Tensor, ...], path: Path,
-               opset: int) -> None:
-    torch.onnx.export(module, example, str(path), dynamo=True, external_data=False, verbose=False,
-                      opset_version=opset, input_names=list(task.input_names),
-                      output_names=list(task.output_names), dynamic_shapes=dynamic_shapes(task))
+def write_onnx(module: nn.Module, task: TaskModule, example: Inputs, path: Path, opset: int) -> None:
+    torch.onnx.export(module, tuple(example.values()), str(path), dynamo=True, external_data=False, verbose=False,
+                      opset_version=opset, input_names=list(example), output_names=list(task.output_names),
+                      dynamic_shapes=dynamic_shapes(task, example))
 
 
-def write_torchscript(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
+def write_torchscript(module: nn.Module, example: Inputs, path: Path) -> None:
     with torch.no_grad(), _quiet_torchscript():
-        torch.jit.save(torch.jit.trace(module, example, check_trace=False), str(path))
+        torch.jit.save(torch.jit.trace(module, tuple(example.values()), check_trace=False), str(path))
 
 
 @contextlib.contextmanager
@@ -61,8 +65,9 @@ def _quiet_torchscript() -> Iterator[None]:
         yield
 
 
-def write_torch_export(module: nn.Module, task: TaskModule, example: tuple[torch.Tensor, ...], path: Path) -> None:
-    torch.export.save(torch.export.export(module, example, dynamic_shapes=dynamic_shapes(task)), str(path))
+def write_torch_export(module: nn.Module, task: TaskModule, example: Inputs, path: Path) -> None:
+    exported = torch.export.export(module, tuple(example.values()), dynamic_shapes=dynamic_shapes(task, example))
+    torch.export.save(exported, str(path))
 
 
 def write_int8(onnx_path: Path, path: Path, calibration: Iterable[dict[str, np.ndarray]], method: str) -> str:
@@ -105,16 +110,15 @@ def write_int8(onnx_path: Path, path: Path, calibration: Iterable[dict[str, np.n
     return method
 
 
-def runner(format_name: str, path: Path, input_names: Sequence[str]) -> Runner:
-    """A callable that runs an exported file on torch tensors and returns its output as a tensor."""
+def runner(format_name: str, path: Path) -> Runner:
+    """A callable that runs an exported file on its named inputs (torch tensors) and returns its output."""
     if format_name in ("onnx", "int8"):
         from converge.runtime.bundle import onnx_session
 
         session = onnx_session(path)
 
-        def run_onnx(inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-            feeds = {name: tensor.numpy() for name, tensor in zip(input_names, inputs, strict=True)}
-            return torch.from_numpy(session.run(None, feeds)[0])
+        def run_onnx(inputs: Inputs) -> torch.Tensor:
+            return torch.from_numpy(session.run(None, {name: tensor.numpy() for name, tensor in inputs.items()})[0])
 
         return run_onnx
     if format_name == "torchscript":
@@ -123,8 +127,8 @@ def runner(format_name: str, path: Path, input_names: Sequence[str]) -> Runner:
     else:
         module = torch.export.load(str(path)).module()
 
-    def run_torch(inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    def run_torch(inputs: Inputs) -> torch.Tensor:
         with torch.no_grad():
-            return module(*inputs)
+            return module(*inputs.values())
 
     return run_torch

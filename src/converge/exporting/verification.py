@@ -5,7 +5,8 @@ axis frozen at trace time fails the second), the max absolute difference and
 the max difference relative to the largest eager output, against a tolerance
 (`atol + rtol * max|eager|`, tighter for fp32 formats than for int8). Quality:
 the task's own metrics over the whole validation split, so the cost of int8 is
-a number, bounded by a maximum drop of the monitored metric.
+a number, bounded by a maximum drop of the monitored metric. Eager runs the
+task's forward inputs; each format the same rows as `export_inputs` lays them out.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def compare_outputs(eager: TaskModule, runners: Mapping[str, Runner], batch: Bat
             reference = eager(*rows).float()
         scale = float(reference.abs().max()) or 1.0
         for name, run in runners.items():
-            output = run(rows).float()
+            output = run(eager.export_inputs(rows)).float()
             if output.shape != reference.shape:
                 report[name]["shape_mismatch"] = f"{list(output.shape)} != eager {list(reference.shape)}"
                 continue
@@ -56,7 +57,7 @@ def task_metrics(eager: TaskModule, runners: Mapping[str, Runner], batches: Sequ
         with torch.no_grad():
             metrics["eager"].update(eager(*inputs), target)
         for name, run in runners.items():
-            metrics[name].update(run(inputs), target)
+            metrics[name].update(run(eager.export_inputs(inputs)), target)
     return {name: {key: float(value) for key, value in collection.compute().items()}
             for name, collection in metrics.items()}
 

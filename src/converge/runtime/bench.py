@@ -2,7 +2,9 @@
 
 ONNX formats run through onnxruntime; TorchScript, torch.export and the eager
 model (rebuilt from the bundle's source checkpoint) need torch, imported only
-for them. Inputs are the bundle's own validation rows (example_inputs.npz).
+for them. Inputs are the bundle's own validation rows (example_inputs.npz), one
+request each, batched by the plugin's preprocessor as `converge predict` batches
+them; eager gets the same batch in its training layout, converted before timing.
 """
 
 from __future__ import annotations
@@ -16,36 +18,43 @@ from typing import Any
 import numpy as np
 
 from converge.runtime.bundle import FORMAT_FILES, ONNX_FORMATS, Bundle
-from converge.runtime.processing import positive_int
+from converge.runtime.predict import processor_classes
+from converge.runtime.processing import Preprocessor, Request, positive_int
 
 EXAMPLES = "example_inputs.npz"
 
 
-def measure(run: Callable[[dict[str, np.ndarray]], Any], feeds: dict[str, np.ndarray], repeats: int) -> list[float]:
+Feeds = dict[str, np.ndarray]
+Bind = Callable[[Feeds], Callable[[], Any]]  # takes a batch once, returns the call to time on it
+
+
+def measure(call: Callable[[], Any], repeats: int) -> list[float]:
     for _ in range(max(3, repeats // 10)):
-        run(feeds)
+        call()
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
-        run(feeds)
+        call()
         seconds.append(time.perf_counter() - started)
     return seconds
 
 
-def rows(examples: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
-    """`count` rows, repeating the examples as needed."""
+def feeds(preprocessor: Preprocessor, examples: Feeds, count: int) -> Feeds:
+    """A model batch of `count` example rows (repeated as needed), collated as the runtime collates requests."""
     available = len(next(iter(examples.values())))
-    index = np.arange(count) % available
-    return {name: np.ascontiguousarray(array[index]) for name, array in examples.items()}
+    requests = [Request(source="example", inputs={name: array[i:i + 1] for name, array in examples.items()})
+                for i in np.arange(count) % available]
+    return {name: np.ascontiguousarray(array) for name, array in preprocessor.collate(requests).items()}
 
 
-def runners(bundle: Bundle, threads: int | None = None) -> dict[str, Callable[[dict[str, np.ndarray]], Any]]:
-    found: dict[str, Callable] = {}
+def runners(bundle: Bundle, threads: int | None = None) -> dict[str, Bind]:
+    """How to time each format on a batch of feeds; what a format needs of the feeds is done before timing."""
+    found: dict[str, Bind] = {}
     output = [bundle.manifest["outputs"][0]["name"]]
     for name in bundle.formats:
         if name in ONNX_FORMATS:
             session = bundle.session(name, threads)
-            found[name] = lambda feeds, s=session: s.run(output, feeds)
+            found[name] = lambda feeds, s=session: lambda: s.run(output, feeds)
     torch_formats = [name for name in bundle.formats if name not in ONNX_FORMATS]
     try:
         import torch
@@ -56,23 +65,22 @@ def runners(bundle: Bundle, threads: int | None = None) -> dict[str, Callable[[d
     if threads is not None:
         torch.set_num_threads(threads)
 
-    names = [spec["name"] for spec in bundle.manifest["inputs"]]
-
-    def on_torch(run: Callable) -> Callable[[dict[str, np.ndarray]], Any]:
-        return lambda feeds: run([torch.from_numpy(feeds[n]) for n in names])
+    def on_torch(prepare: Callable, run: Callable) -> Bind:
+        def bind(feeds: Feeds) -> Callable[[], Any]:
+            inputs = prepare({name: torch.from_numpy(array) for name, array in feeds.items()})
+            return lambda: run(inputs)
+        return bind
 
     for name in torch_formats:
-        found[name] = on_torch(runner(name, bundle.verified_file(name), names))
+        found[name] = on_torch(lambda inputs: inputs, runner(name, bundle.verified_file(name)))
     eager = _eager(bundle)
-    if eager is not None:
-        found["eager"] = on_torch(lambda inputs: eager(*inputs))
+    if eager is not None:  # eager takes its training layout of the same batch (TaskModule.forward_inputs)
+        found["eager"] = on_torch(eager.forward_inputs, torch.no_grad()(lambda inputs: eager(*inputs)))
     return found
 
 
-def _eager(bundle: Bundle) -> Callable | None:
+def _eager(bundle: Bundle) -> Any:
     from pathlib import Path
-
-    import torch
 
     from converge.app.build import load_task
     from converge.checksums import sha256_of
@@ -82,19 +90,19 @@ def _eager(bundle: Bundle) -> Callable | None:
     if not path.is_file() or sha256_of(path) != source["sha256"]:
         return None
     task, _ = load_task(path)
-    task.eval()
-    torch.set_grad_enabled(False)
-    return task
+    return task.eval()
 
 
 def bench(bundle: Bundle, batch_size: int, repeats: int, threads: int | None = None) -> dict[str, dict[str, float]]:
     with np.load(bundle.verified_file_named(EXAMPLES)) as stored:
         examples = {name: stored[name] for name in stored.files}
-    single, batch = rows(examples, 1), rows(examples, batch_size)
+    preprocessor_class, _ = processor_classes(bundle)
+    preprocessor = preprocessor_class(bundle.manifest["preprocessing"])
+    single, batch = feeds(preprocessor, examples, 1), feeds(preprocessor, examples, batch_size)
     table = {}
-    for name, run in runners(bundle, threads).items():
-        latency = np.array(measure(run, single, repeats)) * 1000
-        per_batch = np.array(measure(run, batch, max(10, repeats // 5)))
+    for name, bind in runners(bundle, threads).items():
+        latency = np.array(measure(bind(single), repeats)) * 1000
+        per_batch = np.array(measure(bind(batch), max(10, repeats // 5)))  # a fifth as many: batches take longer
         table[name] = {"p50_ms": float(np.percentile(latency, 50)), "p95_ms": float(np.percentile(latency, 95)),
                        "p99_ms": float(np.percentile(latency, 99)),
                        "rows_per_s": float(batch_size / np.median(per_batch)),

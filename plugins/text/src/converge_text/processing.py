@@ -7,8 +7,10 @@ spec) and is the very code the data module trained with. Inputs:
 - `*.csv`, `*.tsv`, `*.jsonl`: one answer per row, named `file:line`, text from
   `--text-column` (default `text`; a label column, if present, is ignored).
 
-An empty text is served as an all-padding row (the model's prior); bytes that
-are not UTF-8 are an error naming the file and line.
+A batch is padded rows, or bags of ids (flat ids plus offsets) for a model
+exported that way (the spec's `token_layout`). An empty text is an all-padding
+row or an empty bag (the model's prior); bytes that are not UTF-8 are an error
+naming the file and line.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from converge.errors import DataError
 from converge.runtime.processing import Preprocessor, Request
 from converge_text.sources import decoded_lines, read_table
-from converge_text.tokenizer import TextTokenizer, pad
+from converge_text.tokenizer import TextTokenizer, bags, pad, unpad
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 
@@ -57,11 +59,11 @@ class TextPreprocessor(Preprocessor):
         return Request(source=source, inputs={"token_ids": self.tokenizer.encode_batch([text])})
 
     def collate(self, requests: Sequence[Request]) -> dict[str, np.ndarray]:
-        return {"token_ids": pad([row for r in requests for row in _unpadded(r.inputs["token_ids"])])}
-
-
-def _unpadded(batch: np.ndarray) -> list[np.ndarray]:
-    return [row[: max(1, int(np.count_nonzero(row)))] for row in batch]
+        rows = [row for r in requests for row in unpad(r.inputs["token_ids"])]
+        if self.spec.get("token_layout") == "bags":
+            token_ids, offsets = bags(rows)
+            return {"token_ids": token_ids, "offsets": offsets}
+        return {"token_ids": pad(rows)}
 
 
 def read_text_file(path: Path) -> str:

@@ -1,8 +1,8 @@
-"""Text classification: padded token ids in, class logits out."""
+"""Text classification: token ids in (padded rows, or bags of ids as fastText is served), class logits out."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from converge.diagnostics.confusion import log_confusion_matrix
 from converge.errors import ConfigError
 from converge.task import TaskModule
+from converge_text.models import pad_bags
+from converge_text.tokenizer import bags, unpad
 
 TOKEN_WEIGHTINGS = ("none", "idf")
 LOSSES = ("cross_entropy", "multi_margin", "squared_hinge")
@@ -27,6 +29,10 @@ class TextClassifier(TaskModule):
     has one) with the training split's smoothed inverse document frequencies when
     fitting starts. They live in the weights, not in the spec: one float per id is
     too big for plain JSON, and the exported model then needs nothing but the ids.
+
+    It trains on padded rows. A network with `for_inference()` (fastText) is exported as that module, which
+    reads bags of ids instead (flat `token_ids` and per-text `offsets`, no padding): the spec's
+    `token_layout` tells the runtime's preprocessor which layout to feed.
     """
 
     monitor = "val/acc"
@@ -62,17 +68,28 @@ class TextClassifier(TaskModule):
                               f"hashed bigrams or makes a bag of ids (fastText style): set "
                               f"data.tokenizer.bigram_buckets=0 data.tokenizer.term_frequency=raw")
         self.label_smoothing, self.token_weighting, self.loss = label_smoothing, token_weighting, loss
+        self.serves_bags = hasattr(self.net, "for_inference")
+        self.spec["token_layout"] = "bags" if self.serves_bags else "padded"  # what the runtime's preprocessor feeds
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         return self.net(token_ids)
 
+    def export_inputs(self, inputs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        (token_ids,) = inputs
+        if not self.serves_bags:
+            return {"token_ids": token_ids}
+        flat, offsets = bags(unpad(token_ids.cpu().numpy()))
+        return {"token_ids": torch.from_numpy(flat), "offsets": torch.from_numpy(offsets)}
+
+    def forward_inputs(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return (pad_bags(inputs["token_ids"], inputs["offsets"]),) if self.serves_bags else (inputs["token_ids"],)
+
     def for_export(self) -> torch.nn.Module:
-        inference = getattr(self.net, "for_inference", None)  # fastText folds its two lookups into one
-        if inference is not None:
-            self.net = inference()
-        return self
+        return self.net.for_inference() if self.serves_bags else self
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        if self.serves_bags:
+            return {"token_ids": {0: "ids"}, "offsets": {0: "batch"}}
         return {"token_ids": {0: "batch", 1: "sequence"}}
 
     def setup(self, stage: str) -> None:
