@@ -69,6 +69,11 @@ class TaskModule(pl.LightningModule, ABC):
     def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The training objective for the network's outputs."""
 
+    def regularization(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor | float:
+        """A term added to the training loss (train/loss includes it), from the batch's inputs: none by default
+        (recommenders penalise the embedding rows a batch uses)."""
+        return 0.0
+
     def split_batch(self, batch: Sequence[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """(model inputs, target) of a batch; by default the target is the last element."""
         *inputs, target = batch
@@ -131,6 +136,7 @@ class TaskModule(pl.LightningModule, ABC):
         loss = self.compute_loss(outputs, target)
         size = len(target)
         if stage == "train":
+            loss = loss + self.regularization(inputs)
             self._log_train_loss(loss, size)
             return loss
         metrics = self.val_metrics if stage == "val" else self.test_metrics

@@ -72,13 +72,8 @@ class Recommender(TaskModule):
             return self.net(user, item)
         return self.net(user, item, user_features, item_features)
 
-    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        inputs, target = self.split_batch(batch)
-        loss = self.compute_loss(self.scores(*inputs), target)
-        if self.l2:
-            loss = loss + self.l2 * self.net.penalty(*inputs)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(target))
-        return loss
+    def regularization(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor | float:
+        return self.l2 * self.net.penalty(*inputs) if self.l2 else 0.0
 
     def log_final_pictures(self, writer: Any, step: int) -> None:
         log_item_embeddings(writer, self.net, self.spec, step)
