@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from converge.exporting.verification import compare_outputs, failures
@@ -54,3 +55,16 @@ def test_metric_drop_follows_the_monitor_direction() -> None:
     assert not failures(outputs, error, "val/mse", "min", TOLERANCE, DROP)
     error["int8"]["mse"] = 0.51
     assert failures(outputs, error, "val/mse", "min", TOLERANCE, DROP)
+
+
+def test_dynamic_axes_for_an_input_the_export_lacks_is_an_error() -> None:
+    """torch.onnx ignores such keys silently and freezes the axes they meant (a known export trap)."""
+    from converge.errors import PluginError
+    from converge.exporting.formats import dynamic_shapes
+
+    class Task:
+        def dynamic_axes(self) -> dict[str, dict[int, str]]:
+            return {"image": {0: "batch"}}
+
+    with pytest.raises(PluginError, match=r"names inputs \['image'\], but the exported inputs are \['images'\]"):
+        dynamic_shapes(Task(), {"images": torch.zeros(2, 3)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -47,9 +48,26 @@ def dynamic_shapes(task: TaskModule, example: Inputs) -> tuple[dict[int, Dim], .
 
 
 def write_onnx(module: nn.Module, task: TaskModule, example: Inputs, path: Path, opset: int) -> None:
-    torch.onnx.export(module, tuple(example.values()), str(path), dynamo=True, external_data=False, verbose=False,
-                      opset_version=opset, input_names=list(example), output_names=list(task.output_names),
-                      dynamic_shapes=dynamic_shapes(task, example))
+    with _quiet_onnx_exporter():
+        torch.onnx.export(module, tuple(example.values()), str(path), dynamo=True, external_data=False, verbose=False,
+                          opset_version=opset, input_names=list(example), output_names=list(task.output_names),
+                          dynamic_shapes=dynamic_shapes(task, example))
+
+
+@contextlib.contextmanager
+def _quiet_onnx_exporter() -> Iterator[None]:
+    """The exporter writes some constants as Constant(value_ints=[]), and onnx_ir warns that an empty list's
+    type is ambiguous before it rightly takes INTS: noise to whoever runs `converge export`, dropped there."""
+    logger = logging.getLogger("onnx_ir._convenience")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "is an empty sequence" not in record.getMessage()
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def write_torchscript(module: nn.Module, example: Inputs, path: Path) -> None:

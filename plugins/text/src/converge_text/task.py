@@ -82,7 +82,9 @@ class TextClassifier(TaskModule):
         return {"token_ids": torch.from_numpy(flat), "offsets": torch.from_numpy(offsets)}
 
     def forward_inputs(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        return (pad_bags(inputs["token_ids"], inputs["offsets"]),) if self.serves_bags else (inputs["token_ids"],)
+        if "offsets" in inputs:  # by the inputs, not the network: a bundle exported before bags was padded
+            return (pad_bags(inputs["token_ids"], inputs["offsets"]),)
+        return (inputs["token_ids"],)
 
     def for_export(self) -> torch.nn.Module:
         return self.net.for_inference() if self.serves_bags else self
