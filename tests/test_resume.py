@@ -38,12 +38,34 @@ def test_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path: Path) -> Non
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {crashed.relative_to(tmp_path)}" in resumed.stdout + resumed.stderr
     (uninterrupted,) = (tmp_path / "outputs" / "whole" / "runs").iterdir()
-    (finished,) = set((tmp_path / "outputs" / "crash" / "runs").iterdir()) - {crashed}
-    expected, got = _weights(uninterrupted), _weights(finished)
+    assert list((tmp_path / "outputs" / "crash" / "runs").iterdir()) == [crashed], "it goes on in its own folder"
+    expected, got = _weights(uninterrupted), _weights(crashed)
     assert expected.keys() == got.keys()
     different = [key for key in expected if not torch.equal(expected[key], got[key])]
     assert not different, f"weights differ after resuming: {different}"
-    assert json.loads((finished / "metrics.json").read_text())["epochs_trained"] == 2
+    whole_metrics, resumed_metrics = (json.loads((run / "metrics.json").read_text())
+                                      for run in (uninterrupted, crashed))
+    assert resumed_metrics["epochs_trained"] == 2
+    # the best checkpoint is chosen over every epoch, those before the crash too (same folder, restored best score)
+    assert resumed_metrics["best"]["score"] == pytest.approx(whole_metrics["best"]["score"])
+    assert resumed_metrics["best"]["epoch"] == whole_metrics["best"]["epoch"]
+
+
+def test_a_checkpoint_outside_a_run_folder_resumes_into_a_new_run(tmp_path: Path) -> None:
+    from converge.app.run_dir import run_directory
+
+    run = tmp_path / "outputs" / "digits" / "runs" / "2026-01-01_00-00-00"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    loose = tmp_path / "weights.ckpt"
+    loose.write_bytes(b"")
+    root = str(tmp_path / "outputs")
+    assert run_directory(str(run / "checkpoints" / "last.ckpt"), root, "digits", "now") == str(run)
+    assert run_directory("last", root, "digits", "now") == str(run)
+    assert run_directory(str(loose), root, "digits", "now") == f"{root}/digits/runs/now"
+    assert run_directory(None, root, "digits", "now") == f"{root}/digits/runs/now"
+    assert run_directory(str(tmp_path / "missing.ckpt"), root, "digits", "now") == f"{root}/digits/runs/now"
 
 
 TABULAR = ["debug=smoke", "trainer.max_epochs=15", "~callbacks.early_stopping", "~callbacks.progress_bar",

@@ -51,15 +51,20 @@ def test_tensorboard_events_hold_losses_metrics_lr_and_hparams(run: dict) -> Non
     assert any(b"hparams/best_val_mse" in path.read_bytes() for path in hparams_files)
 
 
-def test_resume_with_last_continues_the_latest_run(run: dict) -> None:
-    done = run_cli(["train", *run["overrides"], *SMOKE, "trainer.max_epochs=4", "task_name=houses",
-                    "ckpt_path=last"], cwd=run["cwd"], env=run["env"])
+def test_resume_with_last_continues_the_latest_run_in_its_folder(run: dict, tmp_path: Path) -> None:
+    train = ["train", *run["overrides"], *SMOKE, "task_name=houses"]  # its own run: resuming changes a run
+    assert run_cli([*train, "trainer.max_epochs=2"], cwd=tmp_path, env=run["env"]).returncode == 0
+    (first,) = (tmp_path / "outputs" / "houses" / "runs").iterdir()
+    done = run_cli([*train, "trainer.max_epochs=3", "ckpt_path=last"], cwd=tmp_path, env=run["env"])
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"resuming from {run['dir']}" in done.stderr + done.stdout or "resuming from" in done.stdout
-    newest = max((run["cwd"] / "outputs" / "houses" / "runs").iterdir())
-    resumed = json.loads((newest / "metrics.json").read_text())
-    assert resumed["epochs_trained"] == 4
-    assert torch.load(newest / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3
+    log = done.stderr + done.stdout
+    assert f"resuming from {first.relative_to(tmp_path)}" in log and "dirpath has changed" not in log
+    assert list((tmp_path / "outputs" / "houses" / "runs").iterdir()) == [first]
+    resumed = json.loads((first / "metrics.json").read_text())
+    assert resumed["epochs_trained"] == 3
+    assert torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    (best,) = (first / "checkpoints").glob("best-*.ckpt")  # still one best, chosen over all 3 epochs
+    assert str(best) == resumed["best"]["checkpoint"]
 
 
 def test_eval_of_the_best_checkpoint_reproduces_its_test_metrics(run: dict) -> None:

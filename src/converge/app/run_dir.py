@@ -12,6 +12,35 @@ from typing import Any
 _RUN_ENTRIES = (".hydra", "train.log", "tensorboard", "checkpoints", "csv", "sweep_job.json", "convergence.json")
 
 
+RUN_DIRECTORY_RESOLVER = "converge_run_dir"
+
+
+def run_directory(ckpt_path: str | None, output_root: str, task_name: str, stamp: str) -> str:
+    """`converge train`'s hydra.run.dir: a new folder per run, except when resuming a checkpoint that an earlier
+    run wrote into its checkpoints/ folder. That run then goes on in its own folder: its best checkpoint (Lightning
+    restores the best score only for the same folder), curves, train.log and metrics.json stay one run's."""
+    fresh = f"{output_root}/{task_name}/runs/{stamp}"
+    if not ckpt_path:
+        return fresh
+    from converge.checkpoint import resolve_checkpoint
+    from converge.errors import CheckpointError
+
+    try:
+        checkpoint = resolve_checkpoint(str(ckpt_path), output_root, task_name)
+    except CheckpointError:
+        return fresh  # training reports it, as one clear error, and removes the empty folder
+    run = checkpoint.parent.parent
+    return str(run) if checkpoint.parent.name == "checkpoints" and (run / ".hydra").is_dir() else fresh
+
+
+def register_run_directory() -> None:
+    """Make `${converge_run_dir:...}` (conf/hydra/default.yaml) resolvable: before Hydra creates the folder."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver(RUN_DIRECTORY_RESOLVER):
+        OmegaConf.register_new_resolver(RUN_DIRECTORY_RESOLVER, run_directory)
+
+
 def write_json(path: Path, content: Any) -> None:
     """Write atomically: a reader never sees a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,10 @@ class LastCheckpoint(ModelCheckpoint):
     same step and hook by another ModelCheckpoint when there is one. Its arguments are ModelCheckpoint's."""
 
     def __init__(self, dirpath: str | None = None, filename: str = "last", **kwargs: object) -> None:
-        super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1, **kwargs)
+        # Always the one file: a run resumed in its own folder finds last.ckpt there, and must not go on
+        # in a last-v1.ckpt that `ckpt_path=last` would never find.
+        super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1,
+                         enable_version_counter=False, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
