@@ -7,7 +7,8 @@ and checks the run directory, the checkpoint contract and resuming; then exports
 the checkpoint in every format (int8 included), checks the bundle's verification,
 and, when the task declares a preprocessor and the class implements
 `predict_inputs`, runs `converge predict` on those files in a fresh interpreter
-that must never import torch or Lightning.
+that must never import torch or Lightning, and checks that no answer depends on
+the other requests of its batch.
 """
 
 from __future__ import annotations
@@ -143,3 +144,28 @@ class PluginConformance:
             sources = [answer["input"] for answer in answers]  # a file, or file:line for many answers a file
             assert all(any(source.startswith(str(path)) for path in inputs) for source in sources)
             assert all(any(source.startswith(str(path)) for source in sources) for path in inputs)
+
+    def test_answers_do_not_depend_on_the_batch(self, bundle: Path, tmp_path: Path) -> None:
+        """One request at a time or several to a batch (padded, or bags of ids), each answer is the same."""
+        from converge.runtime.predict import main
+
+        inputs = self.predict_inputs(tmp_path)
+        if inputs is None:
+            pytest.skip("the test class gives no predict_inputs")
+        answers = []
+        for size in ("1", "3"):
+            output = tmp_path / f"batch{size}.jsonl"
+            assert main([str(bundle), *inputs, "--output", str(output), "--batch-size", size]) == 0
+            answers.append([json.loads(line) for line in output.read_text().splitlines()])
+        assert _close(answers[0], answers[1]), f"batch 1: {answers[0]}\nbatch 3: {answers[1]}"
+
+
+def _close(a: Any, b: Any, tolerance: float = 1e-4) -> bool:
+    """Equal JSON answers, numbers up to `tolerance` (a batch may sum in another order)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[key], b[key], tolerance) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tolerance) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(a - b) <= tolerance * max(1.0, abs(a), abs(b))
+    return a == b
