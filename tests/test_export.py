@@ -68,3 +68,16 @@ def test_dynamic_axes_for_an_input_the_export_lacks_is_an_error() -> None:
 
     with pytest.raises(PluginError, match=r"names inputs \['image'\], but the exported inputs are \['images'\]"):
         dynamic_shapes(Task(), {"images": torch.zeros(2, 3)})
+
+
+def test_the_exporters_empty_constant_warning_is_dropped_and_nothing_else(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from converge.exporting.formats import _quiet_onnx_exporter
+
+    logger = logging.getLogger("onnx_ir._convenience")
+    with caplog.at_level(logging.WARNING, logger=logger.name), _quiet_onnx_exporter():
+        logger.warning("Attribute type is ambiguous because it is an empty sequence. Defaulted to INTS")
+        logger.warning("something a user should see")
+    assert [record.getMessage() for record in caplog.records] == ["something a user should see"]
+    assert not logger.filters  # removed again after the export

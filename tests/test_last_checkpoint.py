@@ -99,3 +99,12 @@ def test_without_hard_links_last_is_a_copy(tmp_path: Path, monkeypatch: pytest.M
     _, watch = _fit(tmp_path, epochs=2)
     assert watch.linked == [False, False]
     assert (tmp_path / "last.ckpt").read_bytes() == (tmp_path / "best-epoch=1.ckpt").read_bytes()
+
+
+def test_last_is_always_the_one_file_in_a_folder_that_has_one(tmp_path: Path) -> None:
+    """A run going on in a folder that already holds last.ckpt overwrites it: `ckpt_path=last` finds no
+    last-v1.ckpt (ModelCheckpoint's version counter would have written one)."""
+    _fit(tmp_path, epochs=1)
+    _fit(tmp_path, epochs=2)  # a new trainer, not resumed: its LastCheckpoint knows nothing of the file
+    assert [path.name for path in tmp_path.glob("last*.ckpt")] == ["last.ckpt"]
+    assert read_checkpoint(tmp_path / "last.ckpt")["epoch"] == 1

@@ -109,3 +109,19 @@ def test_validation_metrics_are_logged_once_an_epoch_over_the_whole_split() -> N
         inputs, target = VAL.tensors
         expected = float(torch.nn.functional.mse_loss(task(inputs), target))
     assert abs(val_rows[-1]["val/mse"] - expected) < 1e-5 and abs(val_rows[-1]["val/loss"] - expected) < 1e-5
+
+
+class Penalised(Regression):
+    """A constant penalty: it changes the training loss and no gradient, so the runs differ by it alone."""
+
+    def regularization(self, inputs: Any) -> float:
+        return 5.0
+
+
+def test_regularization_is_added_to_the_training_loss_only() -> None:
+    _, plain, _ = _fit(Regression)
+    _, penalised, _ = _fit(Penalised)
+    for (_, base), (_, with_penalty) in zip(_curve(plain, "train/loss_epoch"), _curve(penalised, "train/loss_epoch"),
+                                            strict=True):
+        assert abs(with_penalty - base - 5.0) < 1e-5
+    assert _curve(plain, "val/loss") == _curve(penalised, "val/loss")

@@ -24,10 +24,9 @@ from converge.checksums import file_record, sha256_of
 from converge.errors import ConfigError, ExportError
 from converge.exporting import formats
 from converge.exporting.verification import compare_outputs, failures, task_metrics
-from converge.runtime.bundle import FORMAT_FILES, FORMAT_VERSION, MANIFEST
+from converge.runtime.bundle import EXAMPLES, FORMAT_FILES, FORMAT_VERSION, MANIFEST
 
 log = logging.getLogger("converge")
-EXAMPLES = "example_inputs.npz"
 
 
 def export(cfg: DictConfig) -> Path:
@@ -77,7 +76,6 @@ def _export(cfg: DictConfig) -> Path:
         problems = failures(outputs, metrics, task.monitor, task.mode, settings.tolerance, settings.max_metric_drop)
         if problems:
             raise ExportError("export verification failed, no bundle written:\n  " + "\n  ".join(problems))
-        # rows in forward's layout, one request each: `converge bench` batches them as the runtime would
         rows = zip(task.input_names, batches[0][0], strict=True)
         np.savez(staging / EXAMPLES, **{name: tensor.numpy() for name, tensor in rows})
         manifest = _manifest(task, plugin.name, declared.name, example, checkpoint_path, checkpoint, wanted,

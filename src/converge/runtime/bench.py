@@ -17,13 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from converge.runtime.bundle import FORMAT_FILES, ONNX_FORMATS, Bundle
+from converge.runtime.bundle import EXAMPLES, FORMAT_FILES, ONNX_FORMATS, Bundle
 from converge.runtime.predict import processor_classes
 from converge.runtime.processing import Preprocessor, Request, positive_int
 
-EXAMPLES = "example_inputs.npz"
-
-
+ROUNDS = 5  # every format is timed in turn, this many times: a busy spell of the machine hits them all alike
 Feeds = dict[str, np.ndarray]
 Bind = Callable[[Feeds], Callable[[], Any]]  # takes a batch once, returns the call to time on it
 
@@ -93,12 +91,8 @@ def _eager(bundle: Bundle) -> Any:
     return task.eval()
 
 
-ROUNDS = 5
-
-
 def bench(bundle: Bundle, batch_size: int, repeats: int, threads: int | None = None) -> dict[str, dict[str, float]]:
-    """Latency at batch 1 and throughput at `batch_size` of every format, timed in interleaved rounds: on a
-    shared machine a busy spell then slows every format a little instead of one format a lot."""
+    """Latency at batch 1 and throughput at `batch_size` of every format, timed in ROUNDS interleaved rounds."""
     with np.load(bundle.verified_file_named(EXAMPLES)) as stored:
         examples = {name: stored[name] for name in stored.files}
     preprocessor_class, _ = processor_classes(bundle)

@@ -12,6 +12,7 @@ from converge.errors import ConvergeError, DataError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+EXAMPLES = "example_inputs.npz"  # validation rows in forward's layout, one request each (converge bench)
 FORMAT_FILES = {"onnx": "model.onnx", "int8": "model.int8.onnx", "torchscript": "model.ts",
                 "torch_export": "model.pt2"}
 ONNX_FORMATS = ("onnx", "int8")
