@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 # A fixed amount of work: max_steps ends the run (max_epochs and early stopping never do), no test.
-RUN = ["experiment=vision/digits", "trainer.max_epochs=100000", "test_after_fit=false", "~callbacks.early_stopping"]
+RUN = ["experiment=vision/digits", "trainer.max_epochs=100000", "test_after_fit=false"]
 LOGGER_METHODS = ("log_metrics", "log_hyperparams", "save", "finalize", "after_save_checkpoint")
 MODULE_LOGGING = "LightningModule.log / log_dict"
 

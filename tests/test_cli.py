@@ -23,7 +23,7 @@ def test_help_and_plugins_answer_without_importing_torch() -> None:
 
 
 def test_cfg_job_prints_the_composed_config_with_overrides() -> None:
-    done = run_cli(["train", "experiment=vision/digits", "optim.lr=0.003", "trainer.max_epochs=7",
+    done = run_cli(["train", "experiment=recsys/ml100k", "optim.lr=0.003", "trainer.max_epochs=7",
                     "+trainer.gradient_clip_val=1.0", "~callbacks.early_stopping", "--cfg", "job"])
     assert done.returncode == 0, done.stderr
     assert "lr: 0.003" in done.stdout and "max_epochs: 7" in done.stdout

@@ -62,7 +62,7 @@ def test_cosine_warms_up_then_decays_to_zero() -> None:
 
 
 def test_experiment_overrides_compose_with_group_overrides() -> None:
-    cfg = compose(["experiment=vision/digits", "optim=sgd", "optim.lr=0.05", "~callbacks.early_stopping",
+    cfg = compose(["experiment=recsys/ml100k", "optim=sgd", "optim.lr=0.05", "~callbacks.early_stopping",
                    "+trainer.gradient_clip_val=1.0", "scheduler=step"], output_dir="/tmp/unused")
     assert cfg.optim._target_ == "torch.optim.SGD" and cfg.optim.lr == 0.05
     assert "early_stopping" not in cfg.callbacks and cfg.trainer.gradient_clip_val == 1.0
@@ -73,10 +73,10 @@ def test_callbacks_none_drops_the_settings_an_experiment_gives_its_callbacks(
         caplog: pytest.LogCaptureFixture) -> None:
     from converge.app.build import build_callbacks
 
-    cfg = compose(["experiment=vision/digits", "callbacks=none"])
-    assert "every_n_epochs" in cfg.callbacks.model_checkpoint  # the experiment's tuning is still composed in
+    cfg = compose(["experiment=recsys/ml100k", "callbacks=none"])
+    assert "patience" in cfg.callbacks.early_stopping  # the experiment's tuning is still composed in
     with caplog.at_level(logging.WARNING, logger="converge"):
         assert build_callbacks(cfg.callbacks) == []
     skipped = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert len(skipped) == len(cfg.callbacks)  # one warning per entry left without a callback to tune
-    assert "callbacks.model_checkpoint has no _target_, so it builds nothing" in "\n".join(skipped)
+    assert "callbacks.early_stopping has no _target_, so it builds nothing" in "\n".join(skipped)

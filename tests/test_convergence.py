@@ -123,8 +123,8 @@ def test_a_learning_rate_of_zero_plateaus_at_the_baseline(tmp_path: Path) -> Non
 def test_divergence_stops_at_once_and_keeps_the_finite_checkpoints(tmp_path: Path) -> None:
     # A sane first epoch (lr 0.01), then a step schedule multiplies the lr by 1e6: the loss becomes non-finite.
     run = train_digits(["optim=sgd", "optim.lr=0.01", "scheduler=step", "scheduler.schedule.step_size=1",
-                        "scheduler.schedule.gamma=1e6", "+trainer.limit_train_batches=3", "trainer.max_epochs=4",
-                        "callbacks.model_checkpoint.every_n_epochs=1"], tmp_path)
+                        "scheduler.schedule.gamma=1e6", "+trainer.limit_train_batches=3", "trainer.max_epochs=4"],
+                       tmp_path)
     outcome = run["metrics"]["convergence"]
     assert outcome["state"] == "diverging" and outcome["stop_reason"] == "diverged"
     assert outcome["diverged"]["epoch"] == 1 and outcome["diverged"]["step"] <= 6, "stopped within the epoch"

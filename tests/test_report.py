@@ -28,8 +28,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_train_writes_the_report_and_prints_its_summary(sweep: dict) -> None:
     run_dir = sweep["jobs"][0]
     report = (run_dir / "report.md").read_text()
-    for fact in ("| state | improving (since epoch 0) |", "| best val/loss |",
-                 "| stopped | epoch 1: max epochs reached |", "| gap at best epoch |", "| time per epoch |",
+    for fact in ("| state | improving (since epoch 0) |", "| last-epoch val/loss |",
+                 "| stopped | epoch 1: max epochs reached |", "| gap at checkpoint epoch |", "| time per epoch |",
                  "| baseline (trivial predictor) | val/acc", "![train and validation loss per epoch](loss.png)",
                  "## Per epoch"):
         assert fact in report, fact
@@ -55,7 +55,7 @@ def test_report_of_a_sweep_compares_its_jobs(sweep: dict) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     header = next(line for line in lines if line.startswith("| job |"))
-    assert "best val/loss" in header and "test/acc" in header and "state" in header and "epochs" in header
+    assert "last-epoch val/loss" in header and "test/acc" in header and "state" in header and "epochs" in header
     rows = [line for line in lines if line.startswith(("| 0 |", "| 1 |"))]
     assert len(rows) == 2
     assert "optim.lr=0.001" in rows[0] and "optim.lr=0.003" in rows[1]

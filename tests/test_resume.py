@@ -14,9 +14,11 @@ import torch
 
 from converge.testing import run_cli
 
-# Digits with random shifts (augmentation) and a CNN with dropout: every source of training randomness.
+# Digits with random shifts (augmentation) and a CNN with dropout: every source of training randomness;
+# the best epoch kept (the experiment keeps the last), so a resume must restore the best score.
 DIGITS = ["experiment=vision/digits", "debug=smoke", "model.net.upsample=1", "model.net.widths=[8,16]",
-          "trainer.deterministic=true", "seed=3", "~callbacks.progress_bar", "~callbacks.model_summary"]
+          "trainer.deterministic=true", "seed=3", "~callbacks.progress_bar", "~callbacks.model_summary",
+          "monitor.keep=best"]
 KILL = ["+callbacks.crash._target_=converge.testing.faults.KillAt", "+callbacks.crash.epoch=1",
         "+callbacks.crash.batch=1"]
 
@@ -49,6 +51,33 @@ def test_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path: Path) -> Non
     # the best checkpoint is chosen over every epoch, those before the crash too (same folder, restored best score)
     assert resumed_metrics["best"]["score"] == pytest.approx(whole_metrics["best"]["score"])
     assert resumed_metrics["best"]["epoch"] == whole_metrics["best"]["epoch"]
+
+
+def test_keep_last_keeps_the_last_epoch_and_a_longer_resume_moves_it(tmp_path: Path) -> None:
+    keep_last = [*DIGITS, "monitor.keep=last", "task_name=last"]
+    first = run_cli(["train", *keep_last], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "last" / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    history = json.loads((run / "convergence.json").read_text())["epochs"]
+    assert metrics["keep"] == "last" and metrics["monitor"] == "val/loss"
+    assert metrics["best"]["epoch"] == history[-1]["epoch"] == 1
+    assert metrics["best"]["score"] == pytest.approx(history[-1]["monitor"]), "the last epoch's own val/loss"
+    assert "| last-epoch val/loss |" in (run / "report.md").read_text()
+
+    # More epochs than the run had: the kept checkpoint moves to the new last epoch, still one file.
+    longer = run_cli(["train", *keep_last, "ckpt_path=last", "trainer.max_epochs=3"], cwd=tmp_path)
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt")) == ["best-epoch002.ckpt", "last.ckpt"]
+    assert json.loads((run / "metrics.json").read_text())["best"]["epoch"] == 2
+
+
+def test_an_unknown_keep_is_one_clear_error(tmp_path: Path) -> None:
+    done = run_cli(["train", *DIGITS, "monitor.keep=worst"], cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "monitor.keep must be one of best, last, got 'worst'" in done.stderr
+    assert not (tmp_path / "outputs" / "vision-digits" / "runs").exists() or \
+        not any((tmp_path / "outputs" / "vision-digits" / "runs").iterdir()), "nothing left behind"
 
 
 def test_a_checkpoint_outside_a_run_folder_resumes_into_a_new_run(tmp_path: Path) -> None:

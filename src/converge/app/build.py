@@ -76,7 +76,7 @@ def build_callbacks(callbacks: DictConfig | None) -> list[pl.Callback]:
     """Every non-null entry of the `callbacks` group (so `~callbacks.x` and `callbacks.x=null` remove one).
 
     An entry without `_target_` only tunes a callback the chosen group does not have (an experiment's
-    `callbacks.model_checkpoint.every_n_epochs` under `callbacks=none`): there is nothing to build."""
+    `callbacks.early_stopping.patience` under `callbacks=none`): there is nothing to build."""
     built = []
     for name, node in (callbacks or {}).items():
         if node is None:

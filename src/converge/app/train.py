@@ -28,6 +28,7 @@ from converge.checkpoint import read_checkpoint, resolve_checkpoint
 from converge.diagnostics.convergence import fit_outcome
 from converge.diagnostics.report import write_report
 from converge.errors import TrainingDiverged
+from converge.training.checkpoints import LastCheckpoint
 from converge.training.distributed import DDPStrategy, end_world
 from converge.training.seeding import EpochSeed
 
@@ -90,8 +91,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
     summary["seconds"] = round(time.perf_counter() - started, 2)
     write_json(run_dir / "metrics.json", summary)
     _log_hparams(trainer, cfg, summary)
-    log.info("best %s = %s at epoch %s; metrics in %s", cfg.monitor.metric, summary["best"]["score"],
-             summary["best"]["epoch"], run_dir / "metrics.json")
+    log.info("%s %s = %s at epoch %s; metrics in %s", "best" if summary["keep"] == "best" else "last",
+             cfg.monitor.metric, summary["best"]["score"], summary["best"]["epoch"], run_dir / "metrics.json")
     log.info("%s", write_report(run_dir))
     return summary["best"]["score"]
 
@@ -104,16 +105,21 @@ def _single_device_trainer(cfg: DictConfig, trainer: pl.Trainer) -> pl.Trainer:
 
 
 def _fit_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
+    """What fit left: the kept checkpoint ("best") with its epoch and monitored score, last.ckpt, how it ended."""
     savers = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
-    checkpoint = next((c for c in savers if c.monitor), None)
-    latest = next((c for c in savers if not c.monitor), None)
-    best_path = checkpoint.best_model_path if checkpoint else ""
-    score = checkpoint.best_model_score if checkpoint else None
+    kept = next((c for c in savers if not isinstance(c, LastCheckpoint)), None)
+    latest = next((c for c in savers if isinstance(c, LastCheckpoint)), None)
+    best_path = kept.best_model_path if kept else ""
+    if kept and kept.monitor:
+        score = kept.best_model_score
+    else:  # the last epoch is kept: its score is the last validation's
+        score = trainer.callback_metrics.get(cfg.monitor.metric) if best_path else None
     stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
     return {
         "task_name": cfg.task_name,
         "monitor": cfg.monitor.metric,
         "mode": cfg.monitor.mode,
+        "keep": getattr(kept, "keep", "best" if kept and kept.monitor else "last"),
         "best": {
             "score": float(score) if score is not None else None,
             "epoch": read_checkpoint(Path(best_path))["epoch"] if best_path else None,

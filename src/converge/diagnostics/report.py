@@ -68,8 +68,8 @@ def compare_jobs(jobs: list[Path]) -> str:
         metrics = _read_json(job / METRICS_FILE) if (job / METRICS_FILE).is_file() else {}
         test_keys += [key for key in metrics.get("test", {}) if key not in test_keys]
         rows.append((job, metrics))
-    monitor = next((m["monitor"] for _, m in rows if m.get("monitor")), "score")
-    header = ["job", "overrides", f"best {monitor}", "best epoch", *test_keys, "state", "epochs", "seconds"]
+    first = next((m for _, m in rows if m.get("monitor")), {})
+    header = ["job", "overrides", _kept(first), "checkpoint epoch", *test_keys, "state", "epochs", "seconds"]
     lines = [f"sweep: {jobs[0].parent}", f"shared overrides: {' '.join(sorted(shared)) or '(none)'}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job, metrics in rows:
@@ -83,19 +83,24 @@ def compare_jobs(jobs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def _kept(metrics: dict[str, Any]) -> str:
+    """What the kept checkpoint's score is: the best of the run, or the last epoch's (monitor.keep=last)."""
+    return f"{'last-epoch' if metrics.get('keep') == 'last' else 'best'} {metrics.get('monitor', 'score')}"
+
+
 # -- the facts of one run ------------------------------------------------------------------------
 def _facts(metrics: dict[str, Any], epochs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     monitor, best = metrics.get("monitor", "score"), metrics.get("best", {})
     outcome = metrics.get("convergence", {})
     facts = [("state", _state(outcome.get("state"), epochs)),
-             (f"best {monitor}", f"{_number(best.get('score'))} at epoch {_text(best.get('epoch'))} (checkpoint)")]
+             (_kept(metrics), f"{_number(best.get('score'))} at epoch {_text(best.get('epoch'))} (checkpoint)")]
     if outcome.get("best_epoch") is not None and outcome.get("best_epoch") != best.get("epoch"):
         facts.append((f"best {monitor} seen", f"{_number(outcome.get('best_score'))} at epoch "
                                               f"{outcome['best_epoch']} (not checkpointed)"))
     facts.append(("stopped", _stopped(metrics, outcome)))
     by_epoch = {record["epoch"]: record for record in epochs}
     gap = by_epoch.get(best.get("epoch"), {}).get("gap", outcome.get("gap_at_best"))
-    facts.append(("gap at best epoch", f"{_number(gap)} (val loss - train loss)"))
+    facts.append(("gap at checkpoint epoch", f"{_number(gap)} (val loss - train loss)"))
     seconds = [r["seconds"] for r in epochs if r.get("seconds") is not None and r.get("state") != "diverging"]
     if seconds:
         epochs_timed = f"{len(seconds)} epoch{'s' * (len(seconds) > 1)}"
@@ -141,7 +146,7 @@ def _epoch_table(epochs: list[dict[str, Any]], monitor: str) -> list[str]:
 
 
 def _plot(epochs: list[dict[str, Any]], metrics: dict[str, Any], path: Path) -> bool:
-    """Train and validation loss per epoch with the best epoch marked (matplotlib's Agg canvas, no display)."""
+    """Train and validation loss per epoch, the checkpoint's epoch marked (matplotlib's Agg canvas, no display)."""
     points = [(r["epoch"], r.get("train_loss"), r.get("val_loss")) for r in epochs if r.get("state") != "diverging"]
     if not points:
         return False
@@ -156,7 +161,7 @@ def _plot(epochs: list[dict[str, Any]], metrics: dict[str, Any], path: Path) -> 
             axes.plot(*zip(*series, strict=True), marker=".", label=label)
     best = metrics.get("best", {}).get("epoch")
     if best is not None:
-        axes.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best})")
+        axes.axvline(best, color="grey", linestyle="--", label=f"checkpoint epoch ({best})")
     diverged = metrics.get("convergence", {}).get("diverged")
     if diverged:
         axes.axvline(diverged["epoch"], color="red", linestyle=":", label=f"diverged (epoch {diverged['epoch']})")

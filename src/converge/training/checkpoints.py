@@ -1,4 +1,9 @@
-"""last.ckpt every epoch, without serialising the same state twice.
+"""The checkpoints of a run: the one it keeps (tested, exported, reported), and last.ckpt every epoch
+without serialising the same state twice.
+
+`KeptCheckpoint` keeps the epoch with the best monitored score, or the last epoch: a fixed schedule
+(a cosine decay to zero, a convex objective) ends in the model, and a small validation split picking
+among its epochs picks noise.
 
 `ckpt_path=last` resumes from `last.ckpt`, so it is written every epoch; the best checkpoint is written
 in the same hook of every epoch that improves the monitored metric, and then the two files would hold the
@@ -18,6 +23,21 @@ from weakref import proxy
 import lightning.pytorch as pl
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from converge.errors import ConfigError
+
+KEEP = ("best", "last")
+
+
+class KeptCheckpoint(ModelCheckpoint):
+    """The checkpoint a run keeps: the epoch with the best `monitor` score (keep="best"), or the last epoch
+    (keep="last"; the monitor is still logged and reported, it only picks nothing). Otherwise ModelCheckpoint."""
+
+    def __init__(self, keep: str = "best", monitor: str | None = None, **kwargs: Any) -> None:
+        if keep not in KEEP:
+            raise ConfigError(f"monitor.keep must be one of {', '.join(KEEP)}, got {keep!r}")
+        super().__init__(monitor=monitor if keep == "best" else None, **kwargs)
+        self.keep = keep
 
 
 class LastCheckpoint(ModelCheckpoint):
