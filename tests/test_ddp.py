@@ -71,3 +71,20 @@ def test_torchrun_two_nodes_make_one_world_and_one_run_directory(tabular: dict, 
     (run,) = (tmp_path / "outputs" / "nodes" / "runs").iterdir()
     assert json.loads((run / "metrics.json").read_text())["world_size"] == 2
     assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["nodes"]
+
+
+def test_ddp_validation_counts_every_sample_once(tmp_path) -> None:
+    """An odd validation split on 2 ranks: the confusion matrix and val/acc count 145 samples, not 146."""
+    from converge.app.build import build_datamodule
+    from converge.testing import compose
+    from converge.testing.dashboards import check_confusion_matrix, read_events
+
+    digits = ["experiment=vision/digits", "data.val_fraction=0.1008", "model.net.upsample=1", "model.net.widths=[8,16]"]
+    data = build_datamodule(compose(digits).data)
+    validation = len(data.val_dataloader().dataset)
+    assert validation % 2 == 1
+    done = run_cli(["train", *digits, *DDP, "trainer.limit_val_batches=1.0", "callbacks.dashboards.every_n_epochs=1",
+                    "task_name=ddp"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "ddp" / "runs").iterdir()
+    check_confusion_matrix(read_events(run), data.spec()["class_names"], validation)

@@ -1,10 +1,12 @@
-"""Training order and augmentation drawn from (seed, epoch): what makes a resumed run exact."""
+"""Training order and augmentation drawn from (seed, epoch): what makes a resumed run exact; evaluation
+shards that read every sample once."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from converge.data.sampling import EpochSampler, SeededDataset
+from converge.data.sampling import EpochSampler, SeededDataset, ShardSampler
 
 
 class _Noisy(SeededDataset):
@@ -37,3 +39,14 @@ def test_seeded_samples_repeat_and_leave_the_global_stream_alone() -> None:
     assert torch.equal(once, again) and not torch.equal(once, data[(4, 124)])
     assert torch.equal(torch.get_rng_state(), state)
     assert sorted(EpochSampler(torch.utils.data.TensorDataset(torch.zeros(5)), seed=0)) == [0, 1, 2, 3, 4]  # plain
+
+
+@pytest.mark.parametrize(("size", "repeated"), [(145, 0), (144, 0), (129, 1), (1, 1)])
+def test_evaluation_shards_read_each_sample_once_unless_the_ranks_batch_counts_would_differ(
+        size: int, repeated: int) -> None:
+    shards = [list(ShardSampler(range(size), batch_size=64, world=(2, rank))) for rank in (0, 1)]
+    assert sorted(set(shards[0] + shards[1])) == list(range(size))
+    assert len(shards[0]) + len(shards[1]) == size + repeated
+    # 129 would be 65 + 64 samples, 2 batches of 64 on one rank and 1 on the other: padded as Lightning would
+    assert len({-(-len(shard) // 64) for shard in shards}) == 1, "every rank runs the same number of batches"
+    assert list(ShardSampler(range(size), batch_size=64)) == list(range(size)), "one process reads all, in order"

@@ -1,4 +1,4 @@
-"""Training order and random augmentation drawn from (seed, epoch), never from the global RNG stream.
+"""Which samples each rank reads, in which order: training by (seed, epoch), evaluation each sample once.
 
 A run killed mid-epoch and resumed from its last checkpoint starts epoch N in a fresh
 process: whatever the global RNG had drawn before is gone. So the training sampler
@@ -6,6 +6,9 @@ permutes by (seed, epoch), and hands every draw a seed of its own that a
 `SeededDataset` runs its random transforms under. The resumed epoch then sees the
 same samples, in the same order, with the same augmentations as an uninterrupted
 run, whatever the number of DataLoader workers (persistent or not).
+
+Evaluation reads in order, and under DDP each sample on one rank only (`ShardSampler`), so that
+validation metrics count every sample once.
 """
 
 from __future__ import annotations
@@ -60,9 +63,7 @@ class EpochSampler(DistributedSampler):
     """
 
     def __init__(self, dataset: Dataset, seed: int, epoch: int = 0) -> None:
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        world, rank = (torch.distributed.get_world_size(), torch.distributed.get_rank()) if distributed else (1, 0)
-        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        super().__init__(dataset, *_world(), shuffle=True, seed=seed)
         self.seeded = isinstance(dataset, SeededDataset)
         self.set_epoch(epoch)
 
@@ -72,3 +73,29 @@ class EpochSampler(DistributedSampler):
             return indices
         seeds = np.random.default_rng([self.seed, self.epoch]).integers(0, 2**63 - 1, size=len(self.dataset))
         return ((index, int(seeds[index])) for index in indices)
+
+
+class ShardSampler(DistributedSampler):
+    """Evaluation order: rank r of a world of w reads samples r, r + w, r + 2w, ... in order, each once.
+
+    Lightning's own DistributedSampler pads the shards to one length with repeated samples, which a
+    validation metric or confusion matrix then counts twice. The shards here differ by one sample at
+    most; only when that would leave the ranks different numbers of batches (which a sharded model,
+    FSDP, cannot run: each forward is a collective of all ranks) does it pad as Lightning would.
+    A DistributedSampler, so that under DDP Lightning keeps it rather than putting its own in place;
+    `world` is (world size, rank), by default the running process group's.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, world: tuple[int, int] | None = None) -> None:
+        super().__init__(dataset, *(world or _world()), shuffle=False)
+        shards = {len(range(rank, len(dataset), self.num_replicas)) for rank in range(self.num_replicas)}
+        if len({-(-shard // batch_size) for shard in shards}) == 1:  # the same number of batches on every rank
+            self.num_samples = len(range(self.rank, len(dataset), self.num_replicas))
+            self.total_size = len(dataset)  # DistributedSampler pads up to total_size: nothing to pad
+
+
+def _world() -> tuple[int, int]:
+    """(world size, rank) of the running process group; (1, 0) outside one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0

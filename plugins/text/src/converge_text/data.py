@@ -141,20 +141,14 @@ class TextClassificationData(DataModule):
     def dataset(self, split: str) -> EncodedTexts:
         return self._prepare()["datasets"][split]
 
-    def loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        """The base class's loader settings plus the padding collate (its `loader` takes no collate_fn)."""
-        return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
-                          drop_last=False, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=self.pin_memory, collate_fn=collate)
-
     def train_dataloader(self) -> DataLoader:
-        return self.loader(self.dataset("train"), train=True)
+        return self.loader(self.dataset("train"), train=True, collate_fn=collate)
 
     def val_dataloader(self) -> DataLoader:
-        return self.loader(self.dataset("val"), train=False)
+        return self.loader(self.dataset("val"), train=False, collate_fn=collate)
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader(self.dataset("test"), train=False)
+        return self.loader(self.dataset("test"), train=False, collate_fn=collate)
 
 
 def _take(part: LabelledTexts, indices: np.ndarray) -> LabelledTexts:
