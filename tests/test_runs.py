@@ -87,21 +87,24 @@ class _RunsCode:
 
 
 def test_checkpoint_errors_are_clear_and_leave_nothing(run: dict, tmp_path: Path) -> None:
+    from converge.checkpoint import read_checkpoint, resolve_checkpoint
+    from converge.errors import CheckpointError
+
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"\x00not a checkpoint")
     unsafe = tmp_path / "unsafe.ckpt"
     torch.save({"state_dict": {}, "payload": _RunsCode(tmp_path / "pwned")}, unsafe)
-    cases = {
-        str(tmp_path / "missing.ckpt"): "checkpoint not found",
-        str(corrupt): "not a readable checkpoint",
-        str(unsafe): "refusing to load",
-    }
-    for path, message in cases.items():
-        for command in (["train", *run["overrides"], *SMOKE, f"ckpt_path={path}"], ["eval", f"ckpt_path={path}"]):
-            done = run_cli([*command, f"hydra.run.dir={tmp_path / 'run'}"], env=run["env"])
-            assert done.returncode == 2, (command, done.stderr[-2000:])
-            assert message in done.stderr and "Traceback" not in done.stderr
-            assert not (tmp_path / "run").exists()
+    cases = {tmp_path / "missing.ckpt": "checkpoint not found", corrupt: "not a readable checkpoint",
+             unsafe: "refusing to load"}
+    for path, message in cases.items():  # what train, eval and export read every checkpoint through
+        with pytest.raises(CheckpointError, match=message):
+            read_checkpoint(resolve_checkpoint(str(path), tmp_path / "outputs", "any"))
+    # ... and what a user sees of it: one line, exit code 2, no run directory (a process each: the CLI's path)
+    for command, path in ((["train", *run["overrides"], *SMOKE], corrupt), (["eval"], unsafe)):
+        done = run_cli([*command, f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'run'}"], env=run["env"])
+        assert done.returncode == 2, (command, done.stderr[-2000:])
+        assert cases[path] in done.stderr and "Traceback" not in done.stderr
+        assert not (tmp_path / "run").exists()
     assert not (tmp_path / "pwned").exists(), "loading a checkpoint ran code from it"
     done = run_cli(["eval", "ckpt_path=last", "task_name=nothing-here"], cwd=tmp_path, env=run["env"])
     assert done.returncode == 2 and "no checkpoints/last.ckpt under outputs/nothing-here" in done.stderr

@@ -63,7 +63,7 @@ class EpochSampler(DistributedSampler):
     """
 
     def __init__(self, dataset: Dataset, seed: int, epoch: int = 0) -> None:
-        super().__init__(dataset, *_world(), shuffle=True, seed=seed)
+        super().__init__(dataset, *world_and_rank(), shuffle=True, seed=seed)
         self.seeded = isinstance(dataset, SeededDataset)
         self.set_epoch(epoch)
 
@@ -87,14 +87,14 @@ class ShardSampler(DistributedSampler):
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, world: tuple[int, int] | None = None) -> None:
-        super().__init__(dataset, *(world or _world()), shuffle=False)
+        super().__init__(dataset, *(world or world_and_rank()), shuffle=False)
         shards = {len(range(rank, len(dataset), self.num_replicas)) for rank in range(self.num_replicas)}
         if len({-(-shard // batch_size) for shard in shards}) == 1:  # the same number of batches on every rank
             self.num_samples = len(range(self.rank, len(dataset), self.num_replicas))
             self.total_size = len(dataset)  # DistributedSampler pads up to total_size: nothing to pad
 
 
-def _world() -> tuple[int, int]:
+def world_and_rank() -> tuple[int, int]:
     """(world size, rank) of the running process group; (1, 0) outside one."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size(), torch.distributed.get_rank()

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from converge.data.module import DataModule
+from converge.data.sampling import world_and_rank
 from converge.errors import ConfigError, DataError
 from converge_recsys.preprocessing import Encoder, IdMap, build_spec, fit_features
 from converge_recsys.sources import InteractionData
@@ -25,12 +26,6 @@ from converge_recsys.splits import split as split_rows
 TASKS = ("rating", "ranking")
 MISSED = 2.0  # target of a relevant item that cannot be ranked (absent from training): counted, never hit
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def _world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class EpochBatches(IterableDataset):
@@ -48,14 +43,14 @@ class EpochBatches(IterableDataset):
         self.user_table, self.item_table = user_table, item_table
 
     def __len__(self) -> int:
-        _, world = _world()
+        world, _ = world_and_rank()
         return max(1, math.ceil(self.num_rows / self.batch_size) // world)
 
     def __iter__(self) -> Iterator[Batch]:
         rng = np.random.default_rng(self.seed + self.epoch())
         users, items, targets = (torch.from_numpy(a) for a in self.rows(rng))
         order = torch.from_numpy(rng.permutation(len(users))) if self.shuffle else torch.arange(len(users))
-        rank, world = _world()
+        world, rank = world_and_rank()
         starts = list(range(0, len(users), self.batch_size))[rank::world][: len(self)]
         for start in starts:
             pick = order[start:start + self.batch_size]
