@@ -99,7 +99,7 @@ def anchor(experiment: str) -> str:
 
 
 def results_table(experiments: list[str], seeds: list[int], scratch: Path) -> tuple[str, dict]:
-    rows = ["| experiment | seed | test metrics | best epoch / epochs | train+test s | anchor |",
+    rows = ["| experiment | seed | test metrics | kept epoch / epochs | train+test s | anchor |",
             "|---|---|---|---|---|---|"]
     served = {}
     for experiment in experiments:
