@@ -47,14 +47,14 @@ def test_cv_trains_every_fold_and_writes_mean_and_std(tmp_path: Path) -> None:
         assert f"data.fold={job}" in overrides and "data.num_folds=2" in overrides
     summary = json.loads((sweep / "cv.json").read_text())
     assert summary["folds"] == summary["completed"] == 2
-    best = summary["metrics"]["best val/loss"]
+    best = summary["metrics"]["last-epoch val/loss"]
     scores = [run["best"]["score"] for run in runs]
     assert best["mean"] == pytest.approx(statistics.fmean(scores))
     assert best["std"] == pytest.approx(statistics.stdev(scores))
     accuracies = [run["test"]["test/acc"] for run in runs]
     assert summary["metrics"]["test/acc"]["mean"] == pytest.approx(statistics.fmean(accuracies))
     table = (sweep / "cv.md").read_text()
-    assert "| best val/loss |" in table and "| test/acc |" in table
+    assert "| last-epoch val/loss |" in table and "| test/acc |" in table
     assert "Cross-validation: 2 of 2 folds" in done.stdout
 
 

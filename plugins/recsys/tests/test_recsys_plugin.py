@@ -211,6 +211,29 @@ def test_ml100k_slice_splits_and_spec() -> None:
     assert json.loads(json.dumps(spec)) == spec  # plain JSON
 
 
+def test_validation_under_ddp_reads_every_rating_once_and_training_keeps_ranks_in_step(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import converge.data.sampling
+    import converge_recsys.data
+    from converge_recsys.data import RecsysData
+    from converge_recsys.sources import MovieLens100k
+
+    data = RecsysData(MovieLens100k(), task="rating", max_users=80, batch_size=64, eval_batch_size=70)
+    val = data._rating_rows("val", train=False)
+    seen, steps = {}, {}
+    for world, rank in ((1, 0), (2, 0), (2, 1)):  # one process, then each rank of a 2-process world
+        for module in (converge.data.sampling, converge_recsys.data):
+            monkeypatch.setattr(module, "world_and_rank", lambda world=world, rank=rank: (world, rank))
+        batches = list(val)
+        assert len(batches) == len(val)
+        seen[world, rank] = [(int(u), int(i)) for users, items, *_ in batches
+                             for u, i in zip(users, items, strict=True)]
+        steps[world, rank] = len(list(data._rating_rows("train", train=True)))
+    assert sorted(seen[2, 0] + seen[2, 1]) == sorted(seen[1, 0]), "no rating dropped or read twice"
+    assert len(seen[1, 0]) == val.num_rows and -(-val.num_rows // 70) % 2 == 1, "the test needs an odd batch count"
+    assert steps[2, 0] == steps[2, 1], "DDP needs as many training steps on every rank"
+
+
 def test_experiments_compose() -> None:
     rating = compose(["experiment=recsys/ml100k", "data.fold=3"], output_dir="/tmp/unused")
     assert rating.data.split == "kfold" and rating.data.fold == 3 and rating.task_name == "recsys-ml100k"

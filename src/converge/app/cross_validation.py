@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from converge.app.run_dir import write_json
+from converge.diagnostics.report import score_name
 from converge.errors import ConfigError
 
 log = logging.getLogger("converge")
@@ -98,7 +99,7 @@ def summarise(sweep_dir: Path, folds: int) -> dict[str, Any]:
         log.error("cross-validation: %d of %d folds finished in %s; the summary covers those only",
                   len(runs), folds, sweep_dir)
     first = next(iter(runs.values()), {})
-    scores = {f"best {first.get('monitor', 'score')}": {job: run["best"]["score"] for job, run in runs.items()}}
+    scores = {score_name(first): {job: run["best"]["score"] for job, run in runs.items()}}
     for job, run in runs.items():
         for metric, value in run.get("test", {}).items():
             scores.setdefault(metric, {})[job] = value

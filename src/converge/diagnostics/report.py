@@ -69,7 +69,7 @@ def compare_jobs(jobs: list[Path]) -> str:
         test_keys += [key for key in metrics.get("test", {}) if key not in test_keys]
         rows.append((job, metrics))
     first = next((m for _, m in rows if m.get("monitor")), {})
-    header = ["job", "overrides", _kept(first), "checkpoint epoch", *test_keys, "state", "epochs", "seconds"]
+    header = ["job", "overrides", score_name(first), "checkpoint epoch", *test_keys, "state", "epochs", "seconds"]
     lines = [f"sweep: {jobs[0].parent}", f"shared overrides: {' '.join(sorted(shared)) or '(none)'}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job, metrics in rows:
@@ -83,8 +83,9 @@ def compare_jobs(jobs: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def _kept(metrics: dict[str, Any]) -> str:
-    """What the kept checkpoint's score is: the best of the run, or the last epoch's (monitor.keep=last)."""
+def score_name(metrics: dict[str, Any]) -> str:
+    """What a run's kept score (metrics.json `best.score`) is: the best of the run, or its last epoch's
+    (monitor.keep=last)."""
     return f"{'last-epoch' if metrics.get('keep') == 'last' else 'best'} {metrics.get('monitor', 'score')}"
 
 
@@ -93,7 +94,7 @@ def _facts(metrics: dict[str, Any], epochs: list[dict[str, Any]]) -> list[tuple[
     monitor, best = metrics.get("monitor", "score"), metrics.get("best", {})
     outcome = metrics.get("convergence", {})
     facts = [("state", _state(outcome.get("state"), epochs)),
-             (_kept(metrics), f"{_number(best.get('score'))} at epoch {_text(best.get('epoch'))} (checkpoint)")]
+             (score_name(metrics), f"{_number(best.get('score'))} at epoch {_text(best.get('epoch'))} (checkpoint)")]
     if outcome.get("best_epoch") is not None and outcome.get("best_epoch") != best.get("epoch"):
         facts.append((f"best {monitor} seen", f"{_number(outcome.get('best_score'))} at epoch "
                                               f"{outcome['best_epoch']} (not checkpointed)"))

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from converge.data.module import DataModule
-from converge.data.sampling import world_and_rank
+from converge.data.sampling import ShardSampler, world_and_rank
 from converge.errors import ConfigError, DataError
 from converge_recsys.preprocessing import Encoder, IdMap, build_spec, fit_features
 from converge_recsys.sources import InteractionData
@@ -31,31 +31,41 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
 class EpochBatches(IterableDataset):
     """(user, item, user features, item features, target) batches over whole tensors.
 
-    Each epoch draws its permutation (and, for ranking, its negatives) from `seed + epoch`, so
-    a run is reproducible and every DDP rank agrees; ranks take interleaved batches.
+    Training draws each epoch's permutation (and, for ranking, its negatives) from `seed + epoch`,
+    so a run is reproducible and every DDP rank agrees; ranks take interleaved batches, as many
+    on each (DDP syncs every step). Evaluation reads the rows in order, each on one rank only
+    (the core's `ShardSampler`), so a validation metric counts every rating once.
     """
 
     def __init__(self, rows: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray, np.ndarray]],
-                 num_rows: int, user_table: torch.Tensor, item_table: torch.Tensor, batch_size: int, shuffle: bool,
+                 num_rows: int, user_table: torch.Tensor, item_table: torch.Tensor, batch_size: int, train: bool,
                  seed: int, epoch: Callable[[], int]) -> None:
-        self.rows, self.num_rows, self.batch_size, self.shuffle, self.seed, self.epoch = (
-            rows, num_rows, batch_size, shuffle, seed, epoch)
+        self.rows, self.num_rows, self.batch_size, self.train, self.seed, self.epoch = (
+            rows, num_rows, batch_size, train, seed, epoch)
         self.user_table, self.item_table = user_table, item_table
 
     def __len__(self) -> int:
         world, _ = world_and_rank()
+        if not self.train:
+            return math.ceil(len(self._shard()) / self.batch_size)
         return max(1, math.ceil(self.num_rows / self.batch_size) // world)
 
     def __iter__(self) -> Iterator[Batch]:
         rng = np.random.default_rng(self.seed + self.epoch())
         users, items, targets = (torch.from_numpy(a) for a in self.rows(rng))
-        order = torch.from_numpy(rng.permutation(len(users))) if self.shuffle else torch.arange(len(users))
-        world, rank = world_and_rank()
-        starts = list(range(0, len(users), self.batch_size))[rank::world][: len(self)]
-        for start in starts:
-            pick = order[start:start + self.batch_size]
+        if self.train:
+            order = torch.from_numpy(rng.permutation(len(users)))
+            world, rank = world_and_rank()
+            picks = [order[start:start + self.batch_size]
+                     for start in list(range(0, len(users), self.batch_size))[rank::world][: len(self)]]
+        else:
+            picks = torch.tensor(self._shard(), dtype=torch.long).split(self.batch_size)
+        for pick in picks:
             u, i = users[pick], items[pick]
             yield u, i, self.user_table[u], self.item_table[i], targets[pick]
+
+    def _shard(self) -> list[int]:
+        return list(ShardSampler(range(self.num_rows), self.batch_size))
 
 
 class UserRankingRows(Dataset):
@@ -162,7 +172,7 @@ class RecsysData(DataModule):
         idx = p["parts"][part]
         fixed = (p["user_idx"][idx], p["item_idx"][idx], p["ratings"][idx].astype(np.float32))
         return EpochBatches(lambda rng: fixed, len(idx), p["user_table"], p["item_table"],
-                            self.batch_size if train else self.eval_batch_size, shuffle=train,
+                            self.batch_size if train else self.eval_batch_size, train=train,
                             seed=self.split_seed, epoch=self._epoch if train else lambda: 0)
 
     def _ranking_train_rows(self) -> EpochBatches:
@@ -180,7 +190,7 @@ class RecsysData(DataModule):
                     np.r_[np.ones(len(users), np.float32), np.zeros(len(neg_users), np.float32)])
 
         return EpochBatches(rows, len(users) * (1 + per), p["user_table"], p["item_table"], self.batch_size,
-                            shuffle=True, seed=self.split_seed, epoch=self._epoch)
+                            train=True, seed=self.split_seed, epoch=self._epoch)
 
     def ranking_targets(self, part: str) -> tuple[np.ndarray, np.ndarray]:
         """(evaluated users, target matrix users x items) of the val or test part; test also hides val items."""
