@@ -68,12 +68,37 @@ def test_resume_with_last_continues_the_latest_run_in_its_folder(run: dict, tmp_
 
 
 def test_eval_of_the_best_checkpoint_reproduces_its_test_metrics(run: dict) -> None:
-    done = run_cli(["eval", f"ckpt_path={run['metrics']['best']['checkpoint']}", "task_name=houses",
-                    "+trainer.limit_test_batches=2"], cwd=run["cwd"], env=run["env"])
+    done = run_cli(["eval", "ckpt_path=best", "task_name=houses", "+trainer.limit_test_batches=2"],
+                   cwd=run["cwd"], env=run["env"])
     assert done.returncode == 0, done.stderr[-3000:]
     (eval_dir,) = (run["cwd"] / "outputs" / "houses" / "evals").iterdir()
     result = json.loads((eval_dir / "metrics.json").read_text())
+    assert result["checkpoint"] == run["metrics"]["best"]["checkpoint"], "best: the checkpoint the run kept"
     assert result["metrics"] == pytest.approx(run["metrics"]["test"], rel=1e-5)
+
+
+def test_best_is_the_kept_checkpoint_of_the_newest_finished_run(tmp_path: Path) -> None:
+    from converge.checkpoint import resolve_checkpoint
+    from converge.errors import CheckpointError
+
+    def finished(folder: str, kept: str | None) -> None:
+        metrics = tmp_path / folder / "metrics.json"
+        metrics.parent.mkdir(parents=True)
+        metrics.write_text(json.dumps({"best": {"checkpoint": kept}}))
+        stamp = 1_700_000_000 + int(folder.split("-")[2][:2]) * 86_400  # one day per folder: ordered by time
+        os.utime(metrics, (stamp, stamp))
+
+    with pytest.raises(CheckpointError, match="ckpt_path=best: no finished run under"):
+        resolve_checkpoint("best", tmp_path.parent, tmp_path.name)
+    kept = tmp_path / "best-epoch003.ckpt"
+    kept.write_bytes(b"")
+    finished("runs/2026-01-01_00-00-00", str(tmp_path / "older.ckpt"))
+    finished("multiruns/2026-01-02_00-00-00/0", str(kept))
+    finished("evals/2026-01-03_00-00-00", None)  # `converge eval`'s own metrics.json: not a training run
+    assert resolve_checkpoint("best", tmp_path.parent, tmp_path.name) == kept
+    finished("runs/2026-01-04_00-00-00", str(tmp_path / "deleted.ckpt"))
+    with pytest.raises(CheckpointError, match="kept no checkpoint that still exists"):
+        resolve_checkpoint("best", tmp_path.parent, tmp_path.name)
 
 
 class _RunsCode:

@@ -7,6 +7,7 @@ that by construction (TaskModule stores configs, not modules).
 
 from __future__ import annotations
 
+import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -14,13 +15,18 @@ from typing import Any
 
 import torch
 
+from converge.diagnostics import METRICS_FILE
 from converge.errors import CheckpointError
 
-LAST = "last"
+LAST, BEST = "last", "best"
 
 
 def resolve_checkpoint(value: str, output_root: str | Path, task_name: str) -> Path:
-    """A checkpoint path from `ckpt_path=`: a file, or `last` for the newest last.ckpt of `task_name`."""
+    """A checkpoint path from `ckpt_path=`: a file; `last`, the newest last.ckpt of `task_name` (where a run
+    stopped: what to resume); `best`, the checkpoint the newest finished run of `task_name` kept (its best, or
+    its last epoch with monitor.keep=last: what to evaluate or export)."""
+    if value == BEST:
+        return _kept_checkpoint(Path(output_root) / task_name)
     if value == LAST:
         task_dir = Path(output_root) / task_name
         candidates = sorted(task_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -34,6 +40,23 @@ def resolve_checkpoint(value: str, output_root: str | Path, task_name: str) -> P
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     return path
+
+
+def _kept_checkpoint(task_dir: Path) -> Path:
+    # training runs and sweep jobs only: `converge eval` writes a metrics.json of its own under evals/
+    runs = [*task_dir.glob(f"runs/*/{METRICS_FILE}"), *task_dir.glob(f"multiruns/*/*/{METRICS_FILE}")]
+    finished = sorted(runs, key=lambda p: p.stat().st_mtime)
+    if not finished:
+        raise CheckpointError(f"ckpt_path=best: no finished run under {task_dir} (none wrote {METRICS_FILE}). "
+                              f"Train first, or set task_name= to the task whose latest run you mean.")
+    try:
+        kept = json.loads(finished[-1].read_text())["best"]["checkpoint"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{finished[-1]}: unreadable, no best.checkpoint ({error})") from error
+    if not kept or not Path(kept).is_file():
+        raise CheckpointError(f"ckpt_path=best: the newest finished run, {finished[-1].parent}, kept no checkpoint "
+                              f"that still exists ({kept or 'none'})")
+    return Path(kept)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

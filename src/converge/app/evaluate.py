@@ -12,6 +12,7 @@ from converge.app.build import build_datamodule, build_loggers, build_trainer, l
 from converge.app.logs import configure_console
 from converge.app.run_dir import discard_if_untrained, write_json
 from converge.checkpoint import resolve_checkpoint
+from converge.diagnostics import METRICS_FILE
 from converge.errors import ConfigError
 
 log = logging.getLogger("converge")
@@ -41,7 +42,7 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     results = run(task, datamodule=datamodule)
     metrics = {key: float(value) for key, value in (results[0] if results else {}).items()}
     if trainer.is_global_zero:
-        write_json(run_dir / "metrics.json", {"checkpoint": str(path), "epoch": checkpoint.get("epoch"),
+        write_json(run_dir / METRICS_FILE, {"checkpoint": str(path), "epoch": checkpoint.get("epoch"),
                                               "split": cfg.split, "metrics": metrics})
-        log.info("%s metrics of %s written to %s", cfg.split, path, run_dir / "metrics.json")
+        log.info("%s metrics of %s written to %s", cfg.split, path, run_dir / METRICS_FILE)
     return metrics

@@ -27,6 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from converge.app.run_dir import write_json
+from converge.diagnostics import METRICS_FILE
 from converge.errors import ConfigError
 
 log = logging.getLogger("converge")
@@ -71,7 +72,7 @@ def resume_sweep_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     record_or_check_job(run_dir, list(HydraConfig.get().overrides.task))
-    metrics = run_dir / "metrics.json"
+    metrics = run_dir / METRICS_FILE
     if metrics.is_file():
         log.info("%s finished in an earlier run of this sweep: skipped", run_dir)
         return json.loads(metrics.read_text())

@@ -25,6 +25,7 @@ from converge.app.logs import configure_console
 from converge.app.run_dir import discard_if_untrained, write_json
 from converge.app.sweeps import resume_sweep_job
 from converge.checkpoint import read_checkpoint, resolve_checkpoint
+from converge.diagnostics import METRICS_FILE
 from converge.diagnostics.convergence import fit_outcome
 from converge.diagnostics.report import write_report
 from converge.errors import TrainingDiverged
@@ -89,10 +90,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
                               weights_only=True)
         summary["test"] = {key: float(value) for key, value in (results[0] if results else {}).items()}
     summary["seconds"] = round(time.perf_counter() - started, 2)
-    write_json(run_dir / "metrics.json", summary)
+    write_json(run_dir / METRICS_FILE, summary)
     _log_hparams(trainer, cfg, summary)
     log.info("%s %s = %s at epoch %s; metrics in %s", "best" if summary["keep"] == "best" else "last",
-             cfg.monitor.metric, summary["best"]["score"], summary["best"]["epoch"], run_dir / "metrics.json")
+             cfg.monitor.metric, summary["best"]["score"], summary["best"]["epoch"], run_dir / METRICS_FILE)
     log.info("%s", write_report(run_dir))
     return summary["best"]["score"]
 

@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from converge.diagnostics import HISTORY_FILE, PLOT_FILE, REPORT_FILE
+from converge.diagnostics import HISTORY_FILE, METRICS_FILE, PLOT_FILE, REPORT_FILE
 from converge.errors import ReportError
 
-METRICS_FILE = "metrics.json"
 _STOP_REASONS = {
     "early_stopping": "early stopping",
     "max_epochs": "max epochs reached",
