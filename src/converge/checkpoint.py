@@ -25,10 +25,10 @@ def resolve_checkpoint(value: str, output_root: str | Path, task_name: str) -> P
     """A checkpoint path from `ckpt_path=`: a file; `last`, the newest last.ckpt of `task_name` (where a run
     stopped: what to resume); `best`, the checkpoint the newest finished run of `task_name` kept (its best, or
     its last epoch with monitor.keep=last: what to evaluate or export)."""
+    task_dir = Path(output_root) / task_name
     if value == BEST:
-        return _kept_checkpoint(Path(output_root) / task_name)
+        return _kept_checkpoint(task_dir)
     if value == LAST:
-        task_dir = Path(output_root) / task_name
         candidates = sorted(task_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if not candidates:
             raise CheckpointError(

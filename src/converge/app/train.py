@@ -92,8 +92,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
     summary["seconds"] = round(time.perf_counter() - started, 2)
     write_json(run_dir / METRICS_FILE, summary)
     _log_hparams(trainer, cfg, summary)
-    log.info("%s %s = %s at epoch %s; metrics in %s", "best" if summary["keep"] == "best" else "last",
-             cfg.monitor.metric, summary["best"]["score"], summary["best"]["epoch"], run_dir / METRICS_FILE)
+    log.info("%s %s = %s at epoch %s; metrics in %s", summary["keep"], cfg.monitor.metric, summary["best"]["score"],
+             summary["best"]["epoch"], run_dir / METRICS_FILE)
     log.info("%s", write_report(run_dir))
     return summary["best"]["score"]
 
@@ -111,16 +111,17 @@ def _fit_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
     kept = next((c for c in savers if not isinstance(c, LastCheckpoint)), None)
     latest = next((c for c in savers if isinstance(c, LastCheckpoint)), None)
     best_path = kept.best_model_path if kept else ""
-    if kept and kept.monitor:
+    keep = "best" if kept is not None and kept.monitor else "last"  # a checkpoint monitoring nothing keeps the last
+    if keep == "best":
         score = kept.best_model_score
-    else:  # the last epoch is kept: its score is the last validation's
+    else:  # its score is the last validation's
         score = trainer.callback_metrics.get(cfg.monitor.metric) if best_path else None
     stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
     return {
         "task_name": cfg.task_name,
         "monitor": cfg.monitor.metric,
         "mode": cfg.monitor.mode,
-        "keep": getattr(kept, "keep", "best" if kept and kept.monitor else "last"),
+        "keep": keep,
         "best": {
             "score": float(score) if score is not None else None,
             "epoch": read_checkpoint(Path(best_path))["epoch"] if best_path else None,

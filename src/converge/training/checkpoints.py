@@ -37,7 +37,6 @@ class KeptCheckpoint(ModelCheckpoint):
         if keep not in KEEP:
             raise ConfigError(f"monitor.keep must be one of {', '.join(KEEP)}, got {keep!r}")
         super().__init__(monitor=monitor if keep == "best" else None, **kwargs)
-        self.keep = keep
 
 
 class LastCheckpoint(ModelCheckpoint):

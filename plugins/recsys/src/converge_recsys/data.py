@@ -45,9 +45,9 @@ class EpochBatches(IterableDataset):
         self.user_table, self.item_table = user_table, item_table
 
     def __len__(self) -> int:
-        world, _ = world_and_rank()
         if not self.train:
             return math.ceil(len(self._shard()) / self.batch_size)
+        world, _ = world_and_rank()
         return max(1, math.ceil(self.num_rows / self.batch_size) // world)
 
     def __iter__(self) -> Iterator[Batch]:
