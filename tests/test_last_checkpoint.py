@@ -12,8 +12,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from converge.checkpoint import read_checkpoint
 from converge.training import checkpoints
+from converge.training.checkpoint_io import read_checkpoint
 from converge.training.checkpoints import LastCheckpoint
 
 SCORES = [1.0, 3.0, 2.0]  # val/score by epoch (mode max): the best improves at epochs 0 and 1, not at 2

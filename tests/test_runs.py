@@ -78,8 +78,8 @@ def test_eval_of_the_best_checkpoint_reproduces_its_test_metrics(run: dict) -> N
 
 
 def test_best_is_the_kept_checkpoint_of_the_newest_finished_run(tmp_path: Path) -> None:
-    from converge.checkpoint import resolve_checkpoint
     from converge.errors import CheckpointError
+    from converge.training.checkpoint_io import resolve_checkpoint
 
     def finished(folder: str, kept: str | None) -> None:
         metrics = tmp_path / folder / "metrics.json"
@@ -112,8 +112,8 @@ class _RunsCode:
 
 
 def test_checkpoint_errors_are_clear_and_leave_nothing(run: dict, tmp_path: Path) -> None:
-    from converge.checkpoint import read_checkpoint, resolve_checkpoint
     from converge.errors import CheckpointError
+    from converge.training.checkpoint_io import read_checkpoint, resolve_checkpoint
 
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"\x00not a checkpoint")

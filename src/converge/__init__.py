@@ -16,7 +16,7 @@ _LOCATIONS = {
     "Plugin": "converge.plugin",
     "Task": "converge.plugin",
     "TaskModule": "converge.task",
-    "WheelDataset": "converge.data.fetch",
+    "WheelDataset": "converge.fetch",
     "stratified_split": "converge.data.splits",
 }
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from converge.errors import ConvergeError, ReportError, UnknownNameError
+from converge.errors import ConvergeError, ReportError, UnknownNameError, report, run_reporting_errors
 
 USAGE = """\
 usage: converge COMMAND [ARGS]
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval": lambda a: _hydra_command("eval", "converge.app.evaluate:evaluate", a),
         "export": lambda a: _hydra_command("export", "converge.app.export:export", a),
         "predict": lambda a: _runtime_command("converge.runtime.predict", a),
-        "bench": lambda a: _runtime_command("converge.runtime.bench", a),
+        "bench": lambda a: _runtime_command("converge.app.bench", a),
         "plugins": _plugins_command,
         "data": _data_command,
         "report": _report_command,
@@ -71,21 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UnknownNameError("command", command, handlers, hint="See `converge --help`.")
         return handlers[command](rest)
     except ConvergeError as error:
-        return _report(error)
-
-
-def _report(error: ConvergeError) -> int:
-    print(f"converge: error: {error}", file=sys.stderr)
-    return error.exit_code
-
-
-def run_reporting_errors(function: Callable[[], Any]) -> Any:
-    """Run a command body; a user error becomes its message and exit code 2 (even inside Hydra)."""
-    try:
-        return function()
-    except ConvergeError as error:
-        sys.stderr.flush()
-        raise SystemExit(_report(error)) from None
+        return report(error)
 
 
 # -- Hydra commands -----------------------------------------------------------------------------
@@ -223,7 +209,7 @@ def _data_command(args: list[str]) -> int:
     fetch_parser.add_argument("--force", action="store_true", help="download again even if cached")
     options = parser.parse_args(args)
     from converge import registry
-    from converge.data.fetch import data_dir, fetch
+    from converge.fetch import data_dir, fetch
 
     datasets = {d.name: d for plugin in registry.plugins().values() for d in plugin.datasets}
     if options.action == "list":

@@ -7,7 +7,9 @@ traceback: the message must say what was wrong and what to do about it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
 
 
 class ConvergeError(Exception):
@@ -62,3 +64,19 @@ class TrainingDiverged(ConvergeError):
 
 class ReportError(ConvergeError):
     """A folder that is not a finished converge run or sweep, so there is nothing to report."""
+
+
+def report(error: ConvergeError) -> int:
+    """Print a user error as one message on stderr; return its exit code (2)."""
+    print(f"converge: error: {error}", file=sys.stderr)
+    return error.exit_code
+
+
+def run_reporting_errors(function: Callable[[], Any]) -> Any:
+    """Run a command body; a user error becomes its message and exit code 2 (even inside Hydra, whose callbacks
+    and sweepers call this, so that it never wraps the error in a traceback of its own)."""
+    try:
+        return function()
+    except ConvergeError as error:
+        sys.stderr.flush()
+        raise SystemExit(report(error)) from None

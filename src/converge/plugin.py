@@ -12,8 +12,8 @@ import importlib.resources
 from dataclasses import dataclass, field
 from typing import Any
 
-from converge.data.fetch import WheelDataset
 from converge.errors import PluginError
+from converge.fetch import WheelDataset
 
 
 def resolve(path: str) -> Any:

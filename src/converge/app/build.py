@@ -13,11 +13,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from converge import registry
-from converge.checkpoint import read_checkpoint
 from converge.data.module import DataModule
 from converge.errors import CheckpointError, ConfigError, ConvergeError, HardwareError
 from converge.plugin import resolve
 from converge.task import CHECKPOINT_KEY, TaskModule
+from converge.training.checkpoint_io import read_checkpoint
 
 log = logging.getLogger("converge")
 

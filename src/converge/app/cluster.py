@@ -13,15 +13,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from converge.errors import ConfigError
+from converge.errors import ConfigError, run_reporting_errors
 
 _COUNTS = {"nodes": "trainer.num_nodes", "tasks_per_node": "trainer.devices", "gpus_per_node": "trainer.devices"}
 
 
 class SlurmResources(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from converge.cli import run_reporting_errors
-
         run_reporting_errors(lambda: check_slurm_resources(config))
 
 

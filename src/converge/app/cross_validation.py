@@ -19,9 +19,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from converge.app.run_dir import write_json
 from converge.diagnostics.report import score_name
-from converge.errors import ConfigError
+from converge.errors import ConfigError, run_reporting_errors
+from converge.layout import CV_SUMMARY, CV_TABLE, write_json, write_text
 
 log = logging.getLogger("converge")
 
@@ -61,13 +61,9 @@ class CrossValidation(Callback):
     """Checks that the data supports folds before any job starts; summarises the folds when all have run."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from converge.cli import run_reporting_errors
-
         run_reporting_errors(lambda: _refuse_single_run(config))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from converge.cli import run_reporting_errors
-
         run_reporting_errors(lambda: _check_data_has_folds(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -108,8 +104,8 @@ def summarise(sweep_dir: Path, folds: int) -> dict[str, Any]:
         "metrics": {name: _stats(values) for name, values in scores.items()},
         "runs": {job: str(sweep_dir / job) for job in runs},
     }
-    write_json(sweep_dir / "cv.json", summary)
-    (sweep_dir / "cv.md").write_text(summary_table(summary) + "\n")
+    write_json(sweep_dir / CV_SUMMARY, summary)
+    write_text(sweep_dir / CV_TABLE, summary_table(summary) + "\n")
     return summary
 
 

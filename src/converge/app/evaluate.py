@@ -10,10 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from converge.app.build import build_datamodule, build_loggers, build_trainer, load_task
 from converge.app.logs import configure_console
-from converge.app.run_dir import discard_if_untrained, write_json
-from converge.checkpoint import resolve_checkpoint
-from converge.diagnostics import METRICS_FILE
+from converge.app.run_dir import discard_if_untrained
 from converge.errors import ConfigError
+from converge.layout import METRICS_FILE, write_json
+from converge.training.checkpoint_io import resolve_checkpoint
 
 log = logging.getLogger("converge")
 

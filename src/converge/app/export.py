@@ -18,13 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 from converge import registry
 from converge.app.build import build_datamodule, load_task, plain
 from converge.app.logs import configure_console
-from converge.app.run_dir import discard_if_untrained, write_json
-from converge.checkpoint import resolve_checkpoint
+from converge.app.run_dir import discard_if_untrained
 from converge.checksums import file_record, sha256_of
 from converge.errors import ConfigError, ExportError
 from converge.exporting import formats
 from converge.exporting.verification import compare_outputs, failures, task_metrics
+from converge.layout import write_json
 from converge.runtime.bundle import EXAMPLES, FORMAT_FILES, FORMAT_VERSION, MANIFEST
+from converge.training.checkpoint_io import resolve_checkpoint
 
 log = logging.getLogger("converge")
 

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
-from typing import Any
 
-# What a run creates; on a failure before any checkpoint exists these go again.
-_RUN_ENTRIES = (".hydra", "train.log", "tensorboard", "checkpoints", "csv", "sweep_job.json", "convergence.json")
-
+from converge.layout import CHECKPOINTS_DIR, RUN_ENTRIES
 
 RUN_DIRECTORY_RESOLVER = "converge_run_dir"
 
@@ -22,15 +17,15 @@ def run_directory(ckpt_path: str | None, output_root: str, task_name: str, stamp
     fresh = f"{output_root}/{task_name}/runs/{stamp}"
     if not ckpt_path:
         return fresh
-    from converge.checkpoint import resolve_checkpoint
     from converge.errors import CheckpointError
+    from converge.training.checkpoint_io import resolve_checkpoint
 
     try:
         checkpoint = resolve_checkpoint(str(ckpt_path), output_root, task_name)
     except CheckpointError:
         return fresh  # training reports it, as one clear error, and removes the empty folder
     run = checkpoint.parent.parent
-    return str(run) if checkpoint.parent.name == "checkpoints" and (run / ".hydra").is_dir() else fresh
+    return str(run) if checkpoint.parent.name == CHECKPOINTS_DIR and (run / ".hydra").is_dir() else fresh
 
 
 def register_run_directory() -> None:
@@ -41,23 +36,15 @@ def register_run_directory() -> None:
         OmegaConf.register_new_resolver(RUN_DIRECTORY_RESOLVER, run_directory)
 
 
-def write_json(path: Path, content: Any) -> None:
-    """Write atomically: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
-    os.replace(partial, path)
-
-
 def discard_if_untrained(run_dir: Path) -> bool:
     """After a failure: remove a run directory that holds no checkpoint, so nothing misleading stays.
 
     Only the entries a run creates are removed, and the folder only if that left it
     empty: pointing hydra.run.dir at a folder of your own never loses its files.
     """
-    if not run_dir.is_dir() or any(run_dir.glob("checkpoints/*.ckpt")):
+    if not run_dir.is_dir() or any(run_dir.glob(f"{CHECKPOINTS_DIR}/*.ckpt")):
         return False
-    for name in _RUN_ENTRIES:
+    for name in RUN_ENTRIES:
         entry = run_dir / name
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)

@@ -26,27 +26,20 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from converge.app.run_dir import write_json
-from converge.diagnostics import METRICS_FILE
-from converge.errors import ConfigError
+from converge.errors import ConfigError, run_reporting_errors
+from converge.layout import JOB_RECORD, METRICS_FILE, SWEEP_RECORD, last_checkpoint, write_json
 
 log = logging.getLogger("converge")
 
-RECORD = "sweep.json"
-JOB_RECORD = "sweep_job.json"
-
-
 class SweepRecord(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from converge.cli import run_reporting_errors
-
         sweep_dir = Path(config.hydra.sweep.dir)
         run_reporting_errors(lambda: record_or_check(sweep_dir, list(config.hydra.overrides.task)))
 
 
 def record_or_check(sweep_dir: Path, overrides: list[str]) -> None:
     """Record a new sweep's overrides; for a rerun into an existing sweep, insist they are the same."""
-    record = sweep_dir / RECORD
+    record = sweep_dir / SWEEP_RECORD
     # A sweep that failed before any job started (a bad search space, say) left only its record: nothing
     # would be mixed, so the corrected command takes the directory over rather than being refused.
     if not record.is_file() or not any(sweep_dir.glob(f"*/{JOB_RECORD}")):
@@ -76,7 +69,7 @@ def resume_sweep_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     if metrics.is_file():
         log.info("%s finished in an earlier run of this sweep: skipped", run_dir)
         return json.loads(metrics.read_text())
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = last_checkpoint(run_dir)
     if last.is_file() and not cfg.ckpt_path:
         cfg.ckpt_path = str(last)
     return None

@@ -22,13 +22,13 @@ from converge.app.build import (
     plain,
 )
 from converge.app.logs import configure_console
-from converge.app.run_dir import discard_if_untrained, write_json
+from converge.app.run_dir import discard_if_untrained
 from converge.app.sweeps import resume_sweep_job
-from converge.checkpoint import read_checkpoint, resolve_checkpoint
-from converge.diagnostics import METRICS_FILE
 from converge.diagnostics.convergence import fit_outcome
 from converge.diagnostics.report import write_report
 from converge.errors import TrainingDiverged
+from converge.layout import METRICS_FILE, write_json
+from converge.training.checkpoint_io import read_checkpoint, resolve_checkpoint
 from converge.training.checkpoints import LastCheckpoint
 from converge.training.distributed import DDPStrategy, end_world
 from converge.training.seeding import EpochSeed

@@ -6,8 +6,3 @@ is the Lightning callback that measures that history and stops a diverging run,
 run (or a sweep) from what the run wrote (`dashboards` arranges TensorBoard). `report`
 and `rule` import no torch, so `converge report` starts fast.
 """
-
-METRICS_FILE = "metrics.json"  # a finished run's summary (converge.app.train writes it last)
-HISTORY_FILE = "convergence.json"  # the callback's per-epoch history, in the run directory
-REPORT_FILE = "report.md"
-PLOT_FILE = "loss.png"

@@ -24,11 +24,10 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from converge.app.run_dir import write_json
-from converge.diagnostics import HISTORY_FILE
 from converge.diagnostics.baseline import baseline_scores
 from converge.diagnostics.rule import STATES, Thresholds, classify, epoch_diagnostics, finite
 from converge.errors import TrainingDiverged
+from converge.layout import HISTORY_FILE, write_json
 
 log = logging.getLogger("converge")
 

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from converge.diagnostics import HISTORY_FILE, METRICS_FILE, PLOT_FILE, REPORT_FILE
 from converge.errors import ReportError
+from converge.layout import HISTORY_FILE, METRICS_FILE, PLOT_FILE, REPORT_FILE, write_text
 
 _STOP_REASONS = {
     "early_stopping": "early stopping",
@@ -52,7 +52,7 @@ def write_report(run_dir: Path) -> str:
         lines += ["## Per epoch", "", *_epoch_table(epochs, metrics.get("monitor", "")), ""]
     else:
         lines += ["No per-epoch history: the run had no convergence callback (~callbacks.convergence).", ""]
-    (run_dir / REPORT_FILE).write_text("\n".join(lines))
+    write_text(run_dir / REPORT_FILE, "\n".join(lines))
     width = max(len(label) for label, _ in facts)
     return "\n".join([f"run report: {run_dir / REPORT_FILE}", *(f"  {label:<{width}}  {value}" for label, value
                                                                   in facts)])

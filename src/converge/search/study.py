@@ -19,8 +19,8 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from converge.app.run_dir import write_json
 from converge.errors import ConfigError
+from converge.layout import SEARCH_SUMMARY, TRIAL_RECORD, write_json, write_text
 from converge.search.space import SearchSpace
 
 log = logging.getLogger("converge")
@@ -104,7 +104,7 @@ def write_trial(run_dir: str | Path | None, trial: FrozenTrial, reason: str | No
     """
     if run_dir is None or (trial.state != TrialState.PRUNED and not Path(run_dir).is_dir()):
         return
-    write_json(Path(run_dir) / "trial.json", {
+    write_json(Path(run_dir) / TRIAL_RECORD, {
         "number": trial.number,
         "state": trial.state.name,
         "value": trial.value,
@@ -133,5 +133,5 @@ def write_best(sweep_dir: Path, study: optuna.Study, metric: str | None, space: 
         command += [space.params[key].override(value) for key, value in best.params.items() if key in space.params]
         summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
                            "run_dir": best.user_attrs.get(RUN_DIR_KEY), "overrides": command}
-    (sweep_dir / "best.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
+    write_text(sweep_dir / SEARCH_SUMMARY, yaml.safe_dump(summary, sort_keys=False))
     return summary

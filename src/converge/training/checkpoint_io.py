@@ -1,4 +1,4 @@
-"""Finding and safely reading checkpoints.
+"""Finding and safely reading checkpoints (`ckpt_path=PATH|best|last`).
 
 Every read uses `weights_only=True`: a checkpoint can only hold tensors and
 plain data, so opening one never runs code from it. converge checkpoints meet
@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from converge.diagnostics import METRICS_FILE
 from converge.errors import CheckpointError
+from converge.layout import CHECKPOINTS_DIR, LAST_CHECKPOINT, METRICS_FILE
 
 LAST, BEST = "last", "best"
 
@@ -29,10 +29,10 @@ def resolve_checkpoint(value: str, output_root: str | Path, task_name: str) -> P
     if value == BEST:
         return _kept_checkpoint(task_dir)
     if value == LAST:
-        candidates = sorted(task_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        candidates = sorted(task_dir.glob(f"**/{CHECKPOINTS_DIR}/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
         if not candidates:
             raise CheckpointError(
-                f"ckpt_path=last: no checkpoints/last.ckpt under {task_dir}. "
+                f"ckpt_path=last: no {CHECKPOINTS_DIR}/{LAST_CHECKPOINT} under {task_dir}. "
                 f"Train first, or set task_name= to the task whose latest run you mean."
             )
         return candidates[-1]
