@@ -89,11 +89,6 @@ def build_callbacks(callbacks: DictConfig | None) -> list[pl.Callback]:
     return built
 
 
-def build_loggers(logger: DictConfig | None) -> list[Any]:
-    return [instantiate_config(node, f"logger '{name}'") for name, node in (logger or {}).items()
-            if node is not None]
-
-
 def check_hardware(trainer: DictConfig) -> None:
     """Refuse, in one sentence, hardware this machine does not have (before any process starts)."""
     accelerator = str(trainer.get("accelerator", "auto"))

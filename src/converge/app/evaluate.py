@@ -8,7 +8,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
-from converge.app.build import build_datamodule, build_loggers, build_trainer, load_task
+from converge.app.build import build_datamodule, build_trainer, load_task
+from converge.app.loggers import build_loggers
 from converge.app.logs import configure_console
 from converge.app.run_dir import discard_if_untrained
 from converge.errors import ConfigError

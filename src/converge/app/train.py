@@ -9,18 +9,16 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from converge.app.build import (
     build_callbacks,
     build_datamodule,
-    build_loggers,
     build_task,
     build_trainer,
     instantiate_config,
-    plain,
 )
+from converge.app.loggers import build_loggers, log_hparams
 from converge.app.logs import configure_console
 from converge.app.run_dir import discard_if_untrained
 from converge.app.sweeps import resume_sweep_job
@@ -91,7 +89,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
         summary["test"] = {key: float(value) for key, value in (results[0] if results else {}).items()}
     summary["seconds"] = round(time.perf_counter() - started, 2)
     write_json(run_dir / METRICS_FILE, summary)
-    _log_hparams(trainer, cfg, summary)
+    log_hparams(trainer, cfg, summary)
     log.info("%s %s = %s at epoch %s; metrics in %s", summary["keep"], cfg.monitor.metric, summary["best"]["score"],
              summary["best"]["epoch"], run_dir / METRICS_FILE)
     log.info("%s", write_report(run_dir))
@@ -133,27 +131,3 @@ def _fit_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
         "world_size": trainer.world_size,
         "test": {},
     }
-
-
-def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, summary: dict[str, Any]) -> None:
-    """The flat composed config with the final scores, so runs of a sweep compare in TensorBoard's HPARAMS tab."""
-    flat = {key: value for key, value in _flatten(plain(cfg)).items() if not key.startswith(("hydra", "paths"))}
-    metrics = {f"hparams/{key.replace('/', '_')}": value for key, value in summary["test"].items()}
-    if summary["best"]["score"] is not None:
-        metrics["hparams/best_" + summary["monitor"].replace("/", "_")] = summary["best"]["score"]
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(flat, metrics)
-        else:
-            logger.log_hyperparams(flat)
-        logger.finalize("success")
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    value = node if isinstance(node, (int, float, str, bool)) or node is None else str(node)
-    return {prefix[:-1]: "null" if value is None else value}
