@@ -112,7 +112,7 @@ def results_table(experiments: list[str], seeds: list[int], scratch: Path) -> tu
             print(rows[-1], file=sys.stderr, flush=True)
             if experiment not in served:
                 bundle = scratch / experiment.replace("/", "-") / "bundle"
-                served[experiment] = (*export_and_bench(result["best"]["checkpoint"], bundle), bundle,
+                served[experiment] = (*export_and_bench(result["kept"]["checkpoint"], bundle), bundle,
                                       result["monitor"])
     return "\n".join(rows), served
 

@@ -129,7 +129,7 @@ def test_divergence_stops_at_once_and_keeps_the_finite_checkpoints(tmp_path: Pat
     assert outcome["state"] == "diverging" and outcome["stop_reason"] == "diverged"
     assert outcome["diverged"]["epoch"] == 1 and outcome["diverged"]["step"] <= 6, "stopped within the epoch"
     assert run["metrics"]["epochs_trained"] == 1
-    for name in ("last.ckpt", Path(run["metrics"]["best"]["checkpoint"]).name):
+    for name in ("last.ckpt", Path(run["metrics"]["kept"]["checkpoint"]).name):
         checkpoint = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
         assert checkpoint["epoch"] == 0, name
         assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values()), name

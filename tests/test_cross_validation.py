@@ -48,7 +48,7 @@ def test_cv_trains_every_fold_and_writes_mean_and_std(tmp_path: Path) -> None:
     summary = json.loads((sweep / "cv.json").read_text())
     assert summary["folds"] == summary["completed"] == 2
     best = summary["metrics"]["last-epoch val/loss"]
-    scores = [run["best"]["score"] for run in runs]
+    scores = [run["kept"]["score"] for run in runs]
     assert best["mean"] == pytest.approx(statistics.fmean(scores))
     assert best["std"] == pytest.approx(statistics.stdev(scores))
     accuracies = [run["test"]["test/acc"] for run in runs]

@@ -49,8 +49,8 @@ def test_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path: Path) -> Non
                                       for run in (uninterrupted, crashed))
     assert resumed_metrics["epochs_trained"] == 2
     # the best checkpoint is chosen over every epoch, those before the crash too (same folder, restored best score)
-    assert resumed_metrics["best"]["score"] == pytest.approx(whole_metrics["best"]["score"])
-    assert resumed_metrics["best"]["epoch"] == whole_metrics["best"]["epoch"]
+    assert resumed_metrics["kept"]["score"] == pytest.approx(whole_metrics["kept"]["score"])
+    assert resumed_metrics["kept"]["epoch"] == whole_metrics["kept"]["epoch"]
 
 
 def test_keep_last_keeps_the_last_epoch_and_a_longer_resume_moves_it(tmp_path: Path) -> None:
@@ -61,15 +61,15 @@ def test_keep_last_keeps_the_last_epoch_and_a_longer_resume_moves_it(tmp_path: P
     metrics = json.loads((run / "metrics.json").read_text())
     history = json.loads((run / "convergence.json").read_text())["epochs"]
     assert metrics["keep"] == "last" and metrics["monitor"] == "val/loss"
-    assert metrics["best"]["epoch"] == history[-1]["epoch"] == 1
-    assert metrics["best"]["score"] == pytest.approx(history[-1]["monitor"]), "the last epoch's own val/loss"
+    assert metrics["kept"]["epoch"] == history[-1]["epoch"] == 1
+    assert metrics["kept"]["score"] == pytest.approx(history[-1]["monitor"]), "the last epoch's own val/loss"
     assert "| last-epoch val/loss |" in (run / "report.md").read_text()
 
     # More epochs than the run had: the kept checkpoint moves to the new last epoch, still one file.
     longer = run_cli(["train", *keep_last, "ckpt_path=last", "trainer.max_epochs=3"], cwd=tmp_path)
     assert longer.returncode == 0, longer.stderr[-3000:]
     assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt")) == ["best-epoch002.ckpt", "last.ckpt"]
-    assert json.loads((run / "metrics.json").read_text())["best"]["epoch"] == 2
+    assert json.loads((run / "metrics.json").read_text())["kept"]["epoch"] == 2
 
 
 def test_an_unknown_keep_is_one_clear_error() -> None:

@@ -33,8 +33,8 @@ def test_run_directory_layout(run: dict) -> None:
                                                   "train.log"}
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert metrics["epochs_trained"] == 3 and metrics["world_size"] == 1
-    assert Path(metrics["best"]["checkpoint"]).parent == run_dir / "checkpoints"
-    assert torch.load(metrics["best"]["checkpoint"], weights_only=True)["epoch"] == metrics["best"]["epoch"]
+    assert Path(metrics["kept"]["checkpoint"]).parent == run_dir / "checkpoints"
+    assert torch.load(metrics["kept"]["checkpoint"], weights_only=True)["epoch"] == metrics["kept"]["epoch"]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
     assert "best val/mse" in (run_dir / "train.log").read_text()
 
@@ -64,7 +64,7 @@ def test_resume_with_last_continues_the_latest_run_in_its_folder(run: dict, tmp_
     assert resumed["epochs_trained"] == 3
     assert torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
     (best,) = (first / "checkpoints").glob("best-*.ckpt")  # still one best, chosen over all 3 epochs
-    assert str(best) == resumed["best"]["checkpoint"]
+    assert str(best) == resumed["kept"]["checkpoint"]
 
 
 def test_eval_of_the_best_checkpoint_reproduces_its_test_metrics(run: dict) -> None:
@@ -73,18 +73,19 @@ def test_eval_of_the_best_checkpoint_reproduces_its_test_metrics(run: dict) -> N
     assert done.returncode == 0, done.stderr[-3000:]
     (eval_dir,) = (run["cwd"] / "outputs" / "houses" / "evals").iterdir()
     result = json.loads((eval_dir / "metrics.json").read_text())
-    assert result["checkpoint"] == run["metrics"]["best"]["checkpoint"], "best: the checkpoint the run kept"
+    assert result["checkpoint"] == run["metrics"]["kept"]["checkpoint"], "best: the checkpoint the run kept"
     assert result["metrics"] == pytest.approx(run["metrics"]["test"], rel=1e-5)
 
 
 def test_best_is_the_kept_checkpoint_of_the_newest_finished_run(tmp_path: Path) -> None:
     from converge.errors import CheckpointError
+    from converge.summary import KeptCheckpoint, RunSummary
     from converge.training.checkpoint_io import resolve_checkpoint
 
     def finished(folder: str, kept: str | None) -> None:
-        metrics = tmp_path / folder / "metrics.json"
-        metrics.parent.mkdir(parents=True)
-        metrics.write_text(json.dumps({"best": {"checkpoint": kept}}))
+        summary = RunSummary(task_name=tmp_path.name, monitor="val/loss", mode="min", keep="best",
+                             kept=KeptCheckpoint(checkpoint=kept), last_checkpoint=None, epochs_trained=1, world_size=1)
+        metrics = summary.write(tmp_path / folder)
         stamp = 1_700_000_000 + int(folder.split("-")[2][:2]) * 86_400  # one day per folder: ordered by time
         os.utime(metrics, (stamp, stamp))
 

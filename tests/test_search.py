@@ -75,7 +75,7 @@ def test_search_writes_the_study_and_the_best_trial(pruned_search: dict) -> None
     assert f"best trial {study.best_trial.number}" in pruned_search["output"]
     for trial in study.trials[:2]:  # a completed trial: a finished run whose metrics match the study
         metrics = json.loads((folder / str(trial.number) / "metrics.json").read_text())
-        assert metrics["best"]["score"] == pytest.approx(trial.value)
+        assert metrics["kept"]["score"] == pytest.approx(trial.value)
         assert json.loads((folder / str(trial.number) / "trial.json").read_text())["state"] == "COMPLETE"
 
 

@@ -31,7 +31,7 @@ def test_installed_plugin_trains_through_converge_train(tabular: dict) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["monitor"] == "val/mse" and metrics["mode"] == "min"
     assert set(metrics["test"]) == {"test/loss", "test/mse", "test/mae"}
-    assert metrics["best"]["epoch"] is not None
+    assert metrics["kept"]["epoch"] is not None
 
 
 def test_plugin_named_in_config_needs_no_install(tabular: dict, tmp_path) -> None:

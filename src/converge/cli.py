@@ -90,9 +90,9 @@ def _hydra_command(config_name: str, target: str, args: list[str]) -> int:
     args = [*args, *_scratch_output_for_other_ranks()]
     import hydra
 
-    from converge.app.run_dir import register_run_directory
+    from converge.app.resolvers import register_resolvers
 
-    register_run_directory()
+    register_resolvers()
 
     from converge.plugin import resolve
 

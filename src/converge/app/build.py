@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,10 +41,12 @@ def plain(config: Any) -> Any:
     return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
 
 
-def build_datamodule(data: DictConfig) -> DataModule:
+def build_datamodule(data: DictConfig, seed: int = 0) -> DataModule:
+    """The data module of `data`, drawing training order and augmentations from (`seed`, epoch)."""
     datamodule = instantiate_config(data, "data module", _convert_="all")
     if not isinstance(datamodule, DataModule):
         raise ConfigError(f"data config builds a {type(datamodule).__name__}, not a converge DataModule")
+    datamodule.sampling_seed = seed
     return datamodule
 
 
@@ -104,6 +107,20 @@ def check_hardware(trainer: DictConfig) -> None:
             )
 
 
+def use_threads(cfg: DictConfig) -> int:
+    """Set torch's intra-op threads from `hardware.threads`; by default the cores this process may use, shared
+    among the processes of a CPU DDP world on this machine (2 ranks on 2 cores: 1 each, not 2 contending)."""
+    threads = (cfg.get("hardware") or {}).get("threads")
+    if not threads:
+        allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        devices = cfg.trainer.get("devices", 1)
+        ranks = devices if str(cfg.trainer.get("accelerator")) == "cpu" and isinstance(devices, int) else 1
+        threads = max(1, allowed // max(1, ranks))
+    torch.set_num_threads(int(threads))
+    return int(threads)
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[Any]) -> pl.Trainer:
     check_hardware(cfg.trainer)
+    use_threads(cfg)
     return instantiate_config(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)

@@ -10,7 +10,6 @@ the folds of the best validation score and of each test metric go to `cv.json` a
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from pathlib import Path
@@ -21,7 +20,8 @@ from omegaconf import DictConfig
 
 from converge.diagnostics.report import score_name
 from converge.errors import ConfigError, run_reporting_errors
-from converge.layout import CV_SUMMARY, CV_TABLE, write_json, write_text
+from converge.layout import CV_SUMMARY, CV_TABLE, METRICS_FILE, write_json, write_text
+from converge.summary import RunSummary
 
 log = logging.getLogger("converge")
 
@@ -90,17 +90,17 @@ def _check_data_has_folds(config: DictConfig) -> None:
 
 def summarise(sweep_dir: Path, folds: int) -> dict[str, Any]:
     """Read every fold's metrics.json; write and return the mean and standard deviation (n - 1) of each score."""
-    runs = {path.parent.name: json.loads(path.read_text()) for path in sorted(sweep_dir.glob("*/metrics.json"))}
+    runs = {path.parent.name: RunSummary.read(path.parent) for path in sorted(sweep_dir.glob(f"*/{METRICS_FILE}"))}
     if len(runs) < folds:
         log.error("cross-validation: %d of %d folds finished in %s; the summary covers those only",
                   len(runs), folds, sweep_dir)
-    first = next(iter(runs.values()), {})
-    scores = {score_name(first): {job: run["best"]["score"] for job, run in runs.items()}}
+    first = next(iter(runs.values()), None)
+    scores = {score_name(first): {job: run.kept.score for job, run in runs.items()}}
     for job, run in runs.items():
-        for metric, value in run.get("test", {}).items():
+        for metric, value in run.test.items():
             scores.setdefault(metric, {})[job] = value
     summary = {
-        "folds": folds, "completed": len(runs), "monitor": first.get("monitor"), "mode": first.get("mode"),
+        "folds": folds, "completed": len(runs), "monitor": first and first.monitor, "mode": first and first.mode,
         "metrics": {name: _stats(values) for name, values in scores.items()},
         "runs": {job: str(sweep_dir / job) for job in runs},
     }

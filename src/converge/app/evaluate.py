@@ -37,7 +37,7 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     path = resolve_checkpoint(cfg.ckpt_path, cfg.paths.output_root, cfg.task_name)
     task, checkpoint = load_task(path)
     data = cfg.data if cfg.get("data") else OmegaConf.create(checkpoint["hyper_parameters"]["data"])
-    datamodule = build_datamodule(data)
+    datamodule = build_datamodule(data, cfg.seed)
     trainer = build_trainer(cfg, callbacks=[], loggers=build_loggers(cfg.get("logger")))
     run = trainer.test if cfg.split == "test" else trainer.validate
     results = run(task, datamodule=datamodule)

@@ -57,7 +57,7 @@ def _export(cfg: DictConfig) -> Path:
     task.eval()
     plugin, declared = registry.find_task(task.import_path())
     data = cfg.data if cfg.get("data") else OmegaConf.create(checkpoint["hyper_parameters"]["data"])
-    datamodule = build_datamodule(data)
+    datamodule = build_datamodule(data, cfg.seed)
     datamodule.setup("validate")
     batches = [task.split_batch(batch) for batch in datamodule.val_dataloader()]
     if not batches or len(batches[0][1]) < 2:

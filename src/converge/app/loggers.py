@@ -9,6 +9,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from converge.app.build import instantiate_config, plain
+from converge.summary import RunSummary
 
 
 def build_loggers(logger: DictConfig | None) -> list[Any]:
@@ -16,12 +17,12 @@ def build_loggers(logger: DictConfig | None) -> list[Any]:
             if node is not None]
 
 
-def log_hparams(trainer: pl.Trainer, cfg: DictConfig, summary: dict[str, Any]) -> None:
+def log_hparams(trainer: pl.Trainer, cfg: DictConfig, summary: RunSummary) -> None:
     """The flat composed config with the final scores, so runs of a sweep compare in TensorBoard's HPARAMS tab."""
     flat = {key: value for key, value in _flatten(plain(cfg)).items() if not key.startswith(("hydra", "paths"))}
-    metrics = {f"hparams/{key.replace('/', '_')}": value for key, value in summary["test"].items()}
-    if summary["best"]["score"] is not None:
-        metrics["hparams/best_" + summary["monitor"].replace("/", "_")] = summary["best"]["score"]
+    metrics = {f"hparams/{key.replace('/', '_')}": value for key, value in summary.test.items()}
+    if summary.kept.score is not None:
+        metrics["hparams/best_" + summary.monitor.replace("/", "_")] = summary.kept.score
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(flat, metrics)

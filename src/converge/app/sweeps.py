@@ -6,8 +6,8 @@ The user reruns the same command with `hydra.sweep.dir=<the killed sweep's direc
 - `SweepRecord`, a Hydra callback, writes the sweep's overrides to `<sweep dir>/sweep.json`
   when the sweep starts, and on a rerun into the same directory refuses overrides that
   differ: job N must be the same job in both runs.
-- `resume_sweep_job`, called by every job: a job whose directory holds `metrics.json`
-  finished, and is skipped with its stored result; one whose directory holds
+- `finished_sweep_job` and `interrupted_sweep_job`, asked by every job: a job whose directory
+  holds `metrics.json` finished, and is skipped with its stored result; one whose directory holds
   `checkpoints/last.ckpt` but no `metrics.json` was interrupted, and continues from it.
   (So does a SLURM job that submitit requeues after a preemption: same job, same directory.)
   Each job keeps its own overrides in `sweep_job.json`, so a job N that would now be another
@@ -27,7 +27,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from converge.errors import ConfigError, run_reporting_errors
-from converge.layout import JOB_RECORD, METRICS_FILE, SWEEP_RECORD, last_checkpoint, write_json
+from converge.layout import JOB_RECORD, SWEEP_RECORD, last_checkpoint, write_json
+from converge.summary import RunSummary
 
 log = logging.getLogger("converge")
 
@@ -59,20 +60,25 @@ def record_or_check(sweep_dir: Path, overrides: list[str]) -> None:
     log.info("resuming the sweep in %s: finished jobs are skipped, interrupted ones continue", sweep_dir)
 
 
-def resume_sweep_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """In a sweep job: the stored metrics if this job already finished; else None, with `cfg.ckpt_path`
-    pointed at the job's own last checkpoint when an earlier run of it was interrupted."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+def finished_sweep_job(run_dir: Path) -> RunSummary | None:
+    """In a sweep job: the stored summary when an earlier run of this sweep finished this job (it is skipped)."""
+    if not _in_sweep():
         return None
     record_or_check_job(run_dir, list(HydraConfig.get().overrides.task))
-    metrics = run_dir / METRICS_FILE
-    if metrics.is_file():
-        log.info("%s finished in an earlier run of this sweep: skipped", run_dir)
-        return json.loads(metrics.read_text())
+    if not RunSummary.finished(run_dir):
+        return None
+    log.info("%s finished in an earlier run of this sweep: skipped", run_dir)
+    return RunSummary.read(run_dir)
+
+
+def interrupted_sweep_job(run_dir: Path) -> str | None:
+    """In a sweep job: its own last.ckpt, where an earlier run of this sweep was interrupted (it continues)."""
     last = last_checkpoint(run_dir)
-    if last.is_file() and not cfg.ckpt_path:
-        cfg.ckpt_path = str(last)
-    return None
+    return str(last) if _in_sweep() and last.is_file() else None
+
+
+def _in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def record_or_check_job(run_dir: Path, overrides: list[str]) -> None:

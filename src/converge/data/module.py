@@ -16,10 +16,12 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from converge.data.sampling import EpochSampler, ShardSampler, run_seed
+from converge.data.sampling import EpochSampler, ShardSampler
 
 
 class DataModule(pl.LightningDataModule, ABC):
+    sampling_seed: int = 0  # the run's `seed`, set by converge when it builds the data module: see `loader`
+
     def __init__(self, batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,
                  pin_memory: bool = False) -> None:
         super().__init__()
@@ -38,14 +40,14 @@ class DataModule(pl.LightningDataModule, ABC):
         for evaluation, in order, each sample read once across DDP ranks."""
         trainer = getattr(self, "trainer", None)
         batch_size = self.batch_size if train else self.eval_batch_size
-        sampler = (EpochSampler(dataset, run_seed(), trainer.current_epoch if trainer else 0) if train
+        sampler = (EpochSampler(dataset, self.sampling_seed, trainer.current_epoch if trainer else 0) if train
                    else ShardSampler(dataset, batch_size))
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
             collate_fn=collate_fn,
-            generator=torch.Generator().manual_seed(run_seed()),  # worker seeds: not from the global stream
+            generator=torch.Generator().manual_seed(self.sampling_seed),  # worker seeds: not from the global stream
             drop_last=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -13,7 +13,6 @@ validation metrics count every sample once.
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
@@ -21,11 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
-
-
-def run_seed() -> int:
-    """The run's seed as `seed_everything` published it (what Lightning's own DistributedSampler uses)."""
-    return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
 class SeededDataset(Dataset, ABC):

@@ -13,6 +13,7 @@ from typing import Any
 
 from converge.errors import ReportError
 from converge.layout import HISTORY_FILE, METRICS_FILE, PLOT_FILE, REPORT_FILE, write_text
+from converge.summary import RunSummary
 
 _STOP_REASONS = {
     "early_stopping": "early stopping",
@@ -40,16 +41,16 @@ def report(path: Path) -> str:
 
 def write_report(run_dir: Path) -> str:
     """Write report.md (with loss.png) in `run_dir`; return the short summary for the console."""
-    metrics = _read_json(run_dir / METRICS_FILE)
+    metrics = RunSummary.read(run_dir)
     history = _read_json(run_dir / HISTORY_FILE) if (run_dir / HISTORY_FILE).is_file() else {}
     epochs = history.get("epochs", [])
     facts = _facts(metrics, epochs)
-    lines = [f"# Run report: {metrics.get('task_name', run_dir.name)}", "", f"Run directory: `{run_dir}`", "",
+    lines = [f"# Run report: {metrics.task_name}", "", f"Run directory: `{run_dir}`", "",
              "| | |", "|---|---|", *(f"| {label} | {value} |" for label, value in facts), ""]
     if _plot(epochs, metrics, run_dir / PLOT_FILE):
         lines += [f"![train and validation loss per epoch]({PLOT_FILE})", ""]
     if epochs:
-        lines += ["## Per epoch", "", *_epoch_table(epochs, metrics.get("monitor", "")), ""]
+        lines += ["## Per epoch", "", *_epoch_table(epochs, metrics.monitor), ""]
     else:
         lines += ["No per-epoch history: the run had no convergence callback (~callbacks.convergence).", ""]
     write_text(run_dir / REPORT_FILE, "\n".join(lines))
@@ -62,54 +63,53 @@ def compare_jobs(jobs: list[Path]) -> str:
     """One markdown table for the jobs of a sweep: the overrides that differ, scores, state, epochs, time."""
     overrides = {job: _overrides(job) for job in jobs}
     shared = set.intersection(*(set(o) for o in overrides.values())) if overrides else set()
-    rows, test_keys = [], []
-    for job in jobs:
-        metrics = _read_json(job / METRICS_FILE) if (job / METRICS_FILE).is_file() else {}
-        test_keys += [key for key in metrics.get("test", {}) if key not in test_keys]
-        rows.append((job, metrics))
-    first = next((m for _, m in rows if m.get("monitor")), {})
+    rows = [(job, RunSummary.read(job) if RunSummary.finished(job) else None) for job in jobs]
+    test_keys = list(dict.fromkeys(key for _, metrics in rows if metrics for key in metrics.test))
+    first = next((metrics for _, metrics in rows if metrics), None)
     header = ["job", "overrides", score_name(first), "checkpoint epoch", *test_keys, "state", "epochs", "seconds"]
     lines = [f"sweep: {jobs[0].parent}", f"shared overrides: {' '.join(sorted(shared)) or '(none)'}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job, metrics in rows:
-        best = metrics.get("best", {})
         varying = " ".join(o for o in overrides[job] if o not in shared) or "(none)"
-        cells = [job.name, varying, _number(best.get("score")), _text(best.get("epoch")),
-                 *(_number(metrics.get("test", {}).get(key)) for key in test_keys),
-                 _text(metrics.get("convergence", {}).get("state")) if metrics else "no metrics.json (failed?)",
-                 _text(metrics.get("epochs_trained")), _text(metrics.get("seconds"))]
+        if metrics is None:
+            cells = [job.name, varying, "-", "-", *("-" for _ in test_keys), f"no {METRICS_FILE} (failed?)", "-", "-"]
+        else:
+            cells = [job.name, varying, _number(metrics.kept.score), _text(metrics.kept.epoch),
+                     *(_number(metrics.test.get(key)) for key in test_keys), _text(metrics.convergence.get("state")),
+                     _text(metrics.epochs_trained), _text(metrics.seconds)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def score_name(metrics: dict[str, Any]) -> str:
-    """What a run's kept score (metrics.json `best.score`) is: the best of the run, or its last epoch's
+def score_name(metrics: RunSummary | None) -> str:
+    """What a run's kept score (metrics.json `kept.score`) is: the best of the run, or its last epoch's
     (monitor.keep=last)."""
-    return f"{'last-epoch' if metrics.get('keep') == 'last' else 'best'} {metrics.get('monitor', 'score')}"
+    if metrics is None:
+        return "score"
+    return f"{'last-epoch' if metrics.keep == 'last' else 'best'} {metrics.monitor}"
 
 
 # -- the facts of one run ------------------------------------------------------------------------
-def _facts(metrics: dict[str, Any], epochs: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    monitor, best = metrics.get("monitor", "score"), metrics.get("best", {})
-    outcome = metrics.get("convergence", {})
+def _facts(metrics: RunSummary, epochs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    kept, outcome = metrics.kept, metrics.convergence
     facts = [("state", _state(outcome.get("state"), epochs)),
-             (score_name(metrics), f"{_number(best.get('score'))} at epoch {_text(best.get('epoch'))} (checkpoint)")]
-    if outcome.get("best_epoch") is not None and outcome.get("best_epoch") != best.get("epoch"):
-        facts.append((f"best {monitor} seen", f"{_number(outcome.get('best_score'))} at epoch "
+             (score_name(metrics), f"{_number(kept.score)} at epoch {_text(kept.epoch)} (checkpoint)")]
+    if outcome.get("best_epoch") is not None and outcome.get("best_epoch") != kept.epoch:
+        facts.append((f"best {metrics.monitor} seen", f"{_number(outcome.get('best_score'))} at epoch "
                                               f"{outcome['best_epoch']} (not checkpointed)"))
-    facts.append(("stopped", _stopped(metrics, outcome)))
+    facts.append(("stopped", _stopped(metrics)))
     by_epoch = {record["epoch"]: record for record in epochs}
-    gap = by_epoch.get(best.get("epoch"), {}).get("gap", outcome.get("gap_at_best"))
+    gap = by_epoch.get(kept.epoch, {}).get("gap", outcome.get("gap_at_best"))
     facts.append(("gap at checkpoint epoch", f"{_number(gap)} (val loss - train loss)"))
     seconds = [r["seconds"] for r in epochs if r.get("seconds") is not None and r.get("state") != "diverging"]
     if seconds:
         epochs_timed = f"{len(seconds)} epoch{'s' * (len(seconds) > 1)}"
         facts.append(("time per epoch", f"{sum(seconds) / len(seconds):.2f} s over {epochs_timed} "
-                                        f"({_text(metrics.get('seconds'))} s in all, with testing)"))
+                                        f"({_text(metrics.seconds)} s in all, with testing)"))
     if outcome.get("baseline"):
         facts.append(("baseline (trivial predictor)", _pairs(outcome["baseline"])))
-    if metrics.get("test"):
-        facts.append(("test", _pairs(metrics["test"])))
+    if metrics.test:
+        facts.append(("test", _pairs(metrics.test)))
     return facts
 
 
@@ -123,11 +123,11 @@ def _state(state: str | None, epochs: list[dict[str, Any]]) -> str:
     return f"{state} (since epoch {since})" if state and since is not None else _text(state)
 
 
-def _stopped(metrics: dict[str, Any], outcome: dict[str, Any]) -> str:
-    reason = outcome.get("stop_reason") or ("early_stopping" if metrics.get("stopped_early") else None)
+def _stopped(metrics: RunSummary) -> str:
+    reason, outcome = metrics.stop_reason, metrics.convergence
     if reason == "diverged" and outcome.get("diverged"):
         return f"epoch {outcome['diverged']['epoch']}: diverged ({outcome['diverged']['reason']})"
-    last = metrics.get("epochs_trained", 0) - 1
+    last = metrics.epochs_trained - 1
     detail = f" (patience {outcome['patience']})" if reason == "early_stopping" and outcome.get("patience") else ""
     return f"epoch {last}: {_STOP_REASONS.get(reason, reason or 'unknown')}{detail}"
 
@@ -145,7 +145,7 @@ def _epoch_table(epochs: list[dict[str, Any]], monitor: str) -> list[str]:
     return lines
 
 
-def _plot(epochs: list[dict[str, Any]], metrics: dict[str, Any], path: Path) -> bool:
+def _plot(epochs: list[dict[str, Any]], metrics: RunSummary, path: Path) -> bool:
     """Train and validation loss per epoch, the checkpoint's epoch marked (matplotlib's Agg canvas, no display)."""
     points = [(r["epoch"], r.get("train_loss"), r.get("val_loss")) for r in epochs if r.get("state") != "diverging"]
     if not points:
@@ -159,16 +159,16 @@ def _plot(epochs: list[dict[str, Any]], metrics: dict[str, Any], path: Path) -> 
         series = [(p[0], p[index]) for p in points if p[index] is not None]
         if series:
             axes.plot(*zip(*series, strict=True), marker=".", label=label)
-    best = metrics.get("best", {}).get("epoch")
-    if best is not None:
-        axes.axvline(best, color="grey", linestyle="--", label=f"checkpoint epoch ({best})")
-    diverged = metrics.get("convergence", {}).get("diverged")
+    kept = metrics.kept.epoch
+    if kept is not None:
+        axes.axvline(kept, color="grey", linestyle="--", label=f"checkpoint epoch ({kept})")
+    diverged = metrics.convergence.get("diverged")
     if diverged:
         axes.axvline(diverged["epoch"], color="red", linestyle=":", label=f"diverged (epoch {diverged['epoch']})")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel("loss")
-    axes.set_title(f"{metrics.get('task_name', '')}: state {metrics.get('convergence', {}).get('state')}")
+    axes.set_title(f"{metrics.task_name}: state {metrics.convergence.get('state')}")
     axes.legend()
     figure.savefig(path, dpi=100)
     return True

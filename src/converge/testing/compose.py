@@ -18,6 +18,9 @@ def compose(overrides: Sequence[str] = (), output_dir: str | Path | None = None,
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    from converge.app.resolvers import register_resolvers
+
+    register_resolvers()
     GlobalHydra.instance().clear()
     extra = [f"paths.output_dir={output_dir}", f"paths.output_root={Path(output_dir).parent}"] if output_dir else []
     with initialize_config_module(config_module="converge.conf", version_base="1.3"):

@@ -60,7 +60,7 @@ class PluginConformance:
     def test_train_writes_run_directory(self, trained: dict[str, Any]) -> None:
         run_dir, metrics = trained["run_dir"], trained["metrics"]
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-        assert metrics["best"]["checkpoint"] and Path(metrics["best"]["checkpoint"]).is_file()
+        assert metrics["kept"]["checkpoint"] and Path(metrics["kept"]["checkpoint"]).is_file()
         assert metrics["monitor"] and metrics["mode"] in ("min", "max")
         assert metrics["test"], "the best checkpoint was not tested"
         assert all(key.startswith("test/") for key in metrics["test"])
@@ -91,7 +91,7 @@ class PluginConformance:
     def test_evaluate_checkpoint(self, trained: dict[str, Any], tmp_path: Path) -> None:
         from converge.app.evaluate import evaluate
 
-        best = trained["metrics"]["best"]["checkpoint"]
+        best = trained["metrics"]["kept"]["checkpoint"]
         cfg = compose([f"ckpt_path={best}", "+trainer.limit_test_batches=2"], output_dir=tmp_path / "eval",
                       config_name="eval")
         metrics = evaluate(cfg)

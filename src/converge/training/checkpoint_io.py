@@ -7,7 +7,6 @@ that by construction (TaskModule stores configs, not modules).
 
 from __future__ import annotations
 
-import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -15,8 +14,9 @@ from typing import Any
 
 import torch
 
-from converge.errors import CheckpointError
+from converge.errors import CheckpointError, ReportError
 from converge.layout import CHECKPOINTS_DIR, LAST_CHECKPOINT, METRICS_FILE
+from converge.summary import RunSummary
 
 LAST, BEST = "last", "best"
 
@@ -50,9 +50,9 @@ def _kept_checkpoint(task_dir: Path) -> Path:
         raise CheckpointError(f"ckpt_path=best: no finished run under {task_dir} (none wrote {METRICS_FILE}). "
                               f"Train first, or set task_name= to the task whose latest run you mean.")
     try:
-        kept = json.loads(finished[-1].read_text())["best"]["checkpoint"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{finished[-1]}: unreadable, no best.checkpoint ({error})") from error
+        kept = RunSummary.read(finished[-1].parent).kept.checkpoint
+    except ReportError as error:
+        raise CheckpointError(f"ckpt_path=best: {error}") from error
     if not kept or not Path(kept).is_file():
         raise CheckpointError(f"ckpt_path=best: the newest finished run, {finished[-1].parent}, kept no checkpoint "
                               f"that still exists ({kept or 'none'})")

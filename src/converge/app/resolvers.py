@@ -1,0 +1,26 @@
+"""converge's OmegaConf resolvers, registered before Hydra composes a config (the CLI; converge.testing.compose).
+
+- `${converge_run_dir:...}` (conf/hydra/default.yaml): the run directory, see converge.app.run_dir.
+- `${converge_task:${model._target_},monitor}` (conf/train.yaml): a class attribute of the configured task, so
+  the monitor a run follows is the task's own unless set, and is in the composed config (`--cfg job`) itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from converge.app.run_dir import register_run_directory
+from converge.plugin import resolve
+
+
+def task_attribute(task_class: str, attribute: str) -> Any:
+    """`attribute` of the TaskModule class at `task_class` (`monitor`, `mode`)."""
+    return getattr(resolve(task_class), attribute)
+
+
+def register_resolvers() -> None:
+    register_run_directory()
+    if not OmegaConf.has_resolver("converge_task"):
+        OmegaConf.register_new_resolver("converge_task", task_attribute)
