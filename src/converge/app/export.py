@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import shutil
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,7 +22,7 @@ from converge.checksums import file_record, sha256_of
 from converge.errors import ConfigError, ExportError
 from converge.exporting import formats
 from converge.exporting.verification import compare_outputs, failures, task_metrics
-from converge.layout import write_json
+from converge.layout import atomic_folder, write_json
 from converge.runtime.bundle import EXAMPLES, FORMAT_FILES, FORMAT_VERSION, MANIFEST
 from converge.training.checkpoint_io import resolve_checkpoint
 
@@ -41,12 +40,7 @@ def export(cfg: DictConfig) -> Path:
 def _export(cfg: DictConfig) -> Path:
     configure_console()
     settings = cfg.export
-    wanted = list(settings.formats) + (["int8"] if settings.quantize else [])
-    unknown = [name for name in wanted if name not in FORMAT_FILES]
-    if unknown or settings.quantize not in (None, "int8"):
-        raise ConfigError(f"export formats must be among {sorted(set(FORMAT_FILES) - {'int8'})} and "
-                          f"export.quantize null or int8; got formats={list(settings.formats)} "
-                          f"quantize={settings.quantize}")
+    wanted = _formats(settings)
     bundle = Path(settings.dir)
     if bundle.exists() and any(bundle.iterdir()):
         raise ConfigError(f"{bundle} already exists and is not empty: choose another export.dir")
@@ -55,44 +49,54 @@ def _export(cfg: DictConfig) -> Path:
     checkpoint_path = resolve_checkpoint(cfg.ckpt_path, cfg.paths.output_root, cfg.task_name)
     task, checkpoint = load_task(checkpoint_path)
     task.eval()
-    plugin, declared = registry.find_task(task.import_path())
     data = cfg.data if cfg.get("data") else OmegaConf.create(checkpoint["hyper_parameters"]["data"])
     datamodule = build_datamodule(data, cfg.seed)
+    batches = _validation_batches(task, datamodule)
+    example = task.export_inputs(task.example_input(next(iter(datamodule.val_dataloader()))))
+
+    with atomic_folder(bundle) as staging:
+        started = time.perf_counter()
+        int8_method = _write_formats(task, example, batches, wanted, settings, staging)
+        verification = _verify(task, staging, wanted, batches, settings)
+        verification.update(int8_method=int8_method, seconds=round(time.perf_counter() - started, 2))
+        rows = zip(task.input_names, batches[0][0], strict=True)
+        np.savez(staging / EXAMPLES, **{name: tensor.numpy() for name, tensor in rows})
+        write_json(staging / MANIFEST, _manifest(task, example, checkpoint_path, checkpoint, wanted, staging,
+                                                 verification))
+    log.info("bundle written to %s:\n%s", bundle, json.dumps(verification["metrics"], indent=1))
+    return bundle
+
+
+def _formats(settings: DictConfig) -> list[str]:
+    wanted = list(settings.formats) + (["int8"] if settings.quantize else [])
+    unknown = [name for name in wanted if name not in FORMAT_FILES]
+    if unknown or settings.quantize not in (None, "int8"):
+        raise ConfigError(f"export formats must be among {sorted(set(FORMAT_FILES) - {'int8'})} and "
+                          f"export.quantize null or int8; got formats={list(settings.formats)} "
+                          f"quantize={settings.quantize}")
+    return wanted
+
+
+def _validation_batches(task: Any, datamodule: Any) -> list[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
+    """The validation split as (inputs, target) batches: what export traces, verifies and calibrates on."""
     datamodule.setup("validate")
     batches = [task.split_batch(batch) for batch in datamodule.val_dataloader()]
     if not batches or len(batches[0][1]) < 2:
         raise ExportError("export needs a validation split with at least 2 samples in its first batch")
-    example = task.export_inputs(task.example_input(next(iter(datamodule.val_dataloader()))))
+    return batches
 
-    staging = bundle.with_name(f".{bundle.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        started = time.perf_counter()
-        int8_method = _write_formats(task, example, batches, wanted, settings, staging)
-        runners = {name: formats.runner(name, staging / FORMAT_FILES[name]) for name in wanted}
-        sizes = sorted({1, min(int(settings.check_batch_size), len(batches[0][1]))})
-        outputs = compare_outputs(task, runners, batches[0], sizes)
-        metrics = task_metrics(task, runners, batches)
-        problems = failures(outputs, metrics, task.monitor, task.mode, settings.tolerance, settings.max_metric_drop)
-        if problems:
-            raise ExportError("export verification failed, no bundle written:\n  " + "\n  ".join(problems))
-        rows = zip(task.input_names, batches[0][0], strict=True)
-        np.savez(staging / EXAMPLES, **{name: tensor.numpy() for name, tensor in rows})
-        manifest = _manifest(task, plugin.name, declared.name, example, checkpoint_path, checkpoint, wanted,
-                             staging, {"split": "val", "samples": sum(len(t) for _, t in batches),
-                                       "batch_sizes": sizes, "formats": outputs, "metrics": metrics,
-                                       "int8_method": int8_method, "seconds": round(time.perf_counter() - started, 2)})
-        write_json(staging / MANIFEST, manifest)
-        bundle.parent.mkdir(parents=True, exist_ok=True)
-        if bundle.exists():
-            bundle.rmdir()
-        staging.rename(bundle)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    log.info("bundle written to %s:\n%s", bundle, json.dumps(manifest["verification"]["metrics"], indent=1))
-    return bundle
+
+def _verify(task: Any, staging: Path, wanted: list[str], batches: list, settings: DictConfig) -> dict[str, Any]:
+    """Each format against eager: outputs at two batch sizes and the task's metric on the validation split."""
+    runners = {name: formats.runner(name, staging / FORMAT_FILES[name]) for name in wanted}
+    sizes = sorted({1, min(int(settings.check_batch_size), len(batches[0][1]))})
+    outputs = compare_outputs(task, runners, batches[0], sizes)
+    metrics = task_metrics(task, runners, batches)
+    problems = failures(outputs, metrics, task.monitor, task.mode, settings.tolerance, settings.max_metric_drop)
+    if problems:
+        raise ExportError("export verification failed, no bundle written:\n  " + "\n  ".join(problems))
+    return {"split": "val", "samples": sum(len(target) for _, target in batches), "batch_sizes": sizes,
+            "formats": outputs, "metrics": metrics}
 
 
 def _write_formats(task, example, batches, wanted: list[str], settings: DictConfig, staging: Path) -> str | None:
@@ -114,15 +118,16 @@ def _write_formats(task, example, batches, wanted: list[str], settings: DictConf
     return method
 
 
-def _manifest(task, plugin: str, task_name: str, example: formats.Inputs, checkpoint_path: Path, checkpoint: dict,
-              wanted: list[str], staging: Path, verification: dict[str, Any]) -> dict[str, Any]:
+def _manifest(task, example: formats.Inputs, checkpoint_path: Path, checkpoint: dict, wanted: list[str],
+              staging: Path, verification: dict[str, Any]) -> dict[str, Any]:
+    plugin, declared = registry.find_task(task.import_path())
     with torch.no_grad():
         output = task(*task.forward_inputs(example))
     files = {path.name: file_record(path) for path in sorted(staging.iterdir()) if path.is_file()}
     return {
         "format_version": FORMAT_VERSION,
-        "plugin": plugin,
-        "task": task_name,
+        "plugin": plugin.name,
+        "task": declared.name,
         "task_module": task.import_path(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source_checkpoint": {"path": str(checkpoint_path.resolve()), "sha256": sha256_of(checkpoint_path),
