@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -15,9 +16,12 @@ from converge.app.run_dir import register_run_directory
 from converge.plugin import resolve
 
 
-def task_attribute(task_class: str, attribute: str) -> Any:
-    """`attribute` of the TaskModule class at `task_class` (`monitor`, `mode`)."""
-    return getattr(resolve(task_class), attribute)
+def task_attribute(target: str, attribute: str) -> Any:
+    """`attribute` of the TaskModule class that the model's `_target_` is, or returns (a factory function)."""
+    built = resolve(target)
+    if not isinstance(built, type):
+        built = typing.get_type_hints(built).get("return", built)
+    return getattr(built, attribute)
 
 
 def register_resolvers() -> None:
