@@ -128,7 +128,16 @@ def recommender(net: Mapping[str, Any], spec: Mapping[str, Any], optim: Mapping[
                 scheduler: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None,
                 l2: float = 0.0, threads: int | None = 1) -> Recommender:
     """The task the data asks for (`data.task`: rating or ranking), so one model config serves both."""
-    task = {"rating": RatingPrediction, "ranking": TopKRanking}.get(spec.get("kind"))
+    return task_class(spec.get("kind"))(net=net, spec=spec, optim=optim, scheduler=scheduler, data=data, l2=l2,
+                                        threads=threads)
+
+
+def task_class(kind: str | None) -> type[Recommender]:
+    task = {"rating": RatingPrediction, "ranking": TopKRanking}.get(kind)
     if task is None:
-        raise ConfigError(f"data spec has task {spec.get('kind')!r}; expected rating or ranking")
-    return task(net=net, spec=spec, optim=optim, scheduler=scheduler, data=data, l2=l2, threads=threads)
+        raise ConfigError(f"data has task {kind!r}; expected rating or ranking")
+    return task
+
+
+# What converge reads the task's own monitor from, before anything is built (the data config's `task`).
+recommender.task_class = lambda data: task_class(data.get("task", "rating"))
