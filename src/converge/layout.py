@@ -23,7 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+HYDRA_DIR = ".hydra"  # the config Hydra composed (config.yaml: resolved by converge train), the overrides
 CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
 LAST_CHECKPOINT = "last.ckpt"
 METRICS_FILE = "metrics.json"  # a finished run's summary (converge.app.train writes it last)
 HISTORY_FILE = "convergence.json"  # the convergence callback's per-epoch history
@@ -36,7 +38,7 @@ CV_SUMMARY, CV_TABLE = "cv.json", "cv.md"
 TRIAL_RECORD, SEARCH_SUMMARY = "trial.json", "best.yaml"
 
 # What a run creates (loggers' folders included); on a failure before any checkpoint exists these go again.
-RUN_ENTRIES = (".hydra", LOG_FILE, "tensorboard", "csv", "mlflow", "wandb", CHECKPOINTS_DIR, JOB_RECORD,
+RUN_ENTRIES = (HYDRA_DIR, LOG_FILE, TENSORBOARD_DIR, "csv", "mlflow", "wandb", CHECKPOINTS_DIR, JOB_RECORD,
                HISTORY_FILE)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from converge.layout import CHECKPOINTS_DIR, RUN_ENTRIES
+from converge.layout import CHECKPOINTS_DIR, HYDRA_DIR, RUN_ENTRIES
 
 RUN_DIRECTORY_RESOLVER = "converge_run_dir"
 
@@ -25,7 +25,7 @@ def run_directory(ckpt_path: str | None, output_root: str, task_name: str, stamp
     except CheckpointError:
         return fresh  # training reports it, as one clear error, and removes the empty folder
     run = checkpoint.parent.parent
-    return str(run) if checkpoint.parent.name == CHECKPOINTS_DIR and (run / ".hydra").is_dir() else fresh
+    return str(run) if checkpoint.parent.name == CHECKPOINTS_DIR and (run / HYDRA_DIR).is_dir() else fresh
 
 
 def register_run_directory() -> None:

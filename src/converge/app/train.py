@@ -28,7 +28,7 @@ from converge.data.module import DataModule
 from converge.diagnostics.convergence import fit_outcome
 from converge.diagnostics.report import write_report
 from converge.errors import TrainingDiverged
-from converge.layout import write_text
+from converge.layout import HYDRA_DIR, write_text
 from converge.summary import KeptCheckpoint, RunSummary
 from converge.task import TaskModule
 from converge.training.checkpoint_io import read_checkpoint, resolve_checkpoint
@@ -94,7 +94,7 @@ def run_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     if config.ckpt_path:
         read_checkpoint(Path(config.ckpt_path))  # refuse a corrupt or unsafe file before anything starts
     OmegaConf.set_readonly(config, True)
-    recorded = run_dir / ".hydra" / "config.yaml"
+    recorded = run_dir / HYDRA_DIR / "config.yaml"
     if rank_zero_only.rank == 0 and recorded.is_file():
         write_text(recorded, OmegaConf.to_yaml(config))
     return config

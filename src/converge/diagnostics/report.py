@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from converge.errors import ReportError
-from converge.layout import HISTORY_FILE, METRICS_FILE, PLOT_FILE, REPORT_FILE, write_text
+from converge.layout import HISTORY_FILE, HYDRA_DIR, METRICS_FILE, PLOT_FILE, REPORT_FILE, write_text
 from converge.summary import RunSummary
 
 _STOP_REASONS = {
@@ -183,7 +183,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _overrides(job: Path) -> list[str]:
-    path = job / ".hydra" / "overrides.yaml"
+    path = job / HYDRA_DIR / "overrides.yaml"
     if not path.is_file():
         return []
     import yaml  # omegaconf's dependency; imported here so `converge --help` stays fast

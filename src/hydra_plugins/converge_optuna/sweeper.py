@@ -14,6 +14,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from converge.layout import SEARCH_SUMMARY
+
 if TYPE_CHECKING:  # optuna is imported when a search runs, not when Hydra scans its plugins
     import optuna
 
@@ -79,11 +81,11 @@ class OptunaSweeper(Sweeper):
                 missing -= size
             summary = write_best(sweep_dir, study, self.metric, space)
         if summary["best"] is None:
-            log.warning("no trial of study '%s' completed: see %s", self.study_name, sweep_dir / "best.yaml")
+            log.warning("no trial of study '%s' completed: see %s", self.study_name, sweep_dir / SEARCH_SUMMARY)
         else:
             log.info("best trial %d: %s = %s with %s\nretrain it: converge train %s\n(all in %s)",
                      summary["best"]["number"], self.metric, summary["best"]["value"], summary["best"]["params"],
-                     " ".join(summary["best"]["overrides"]), sweep_dir / "best.yaml")
+                     " ".join(summary["best"]["overrides"]), sweep_dir / SEARCH_SUMMARY)
         return returns
 
     def _run_batch(self, study: optuna.Study, space: SearchSpace, size: int) -> Sequence[JobReturn]:
