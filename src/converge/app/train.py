@@ -62,8 +62,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
     with open_dict(cfg):
         cfg.monitor.metric = cfg.monitor.metric or task.monitor
         cfg.monitor.mode = cfg.monitor.mode or task.mode
-    callbacks = [*build_callbacks(cfg.get("callbacks")), EpochSeed(cfg.seed)]  # always: resumes must be exact
-    trainer = build_trainer(cfg, callbacks, build_loggers(cfg.get("logger")))
+    loggers = build_loggers(cfg.get("logger"))
+    callbacks = [*build_callbacks(cfg.get("callbacks"), bool(loggers)), EpochSeed(cfg.seed)]  # always: exact resumes
+    trainer = build_trainer(cfg, callbacks, loggers)
     if isinstance(trainer.strategy, DDPStrategy):
         trainer.strategy.run_config = OmegaConf.to_container(cfg, resolve=True)
 
