@@ -20,8 +20,9 @@ def log_hparams(trainer: pl.Trainer, cfg: DictConfig, summary: dict[str, Any]) -
     """Tell each logger the composed config and the final scores, then close it: so the runs of a sweep compare
     side by side (TensorBoard's HPARAMS tab, MLflow's run table, wandb's config and summary).
 
-    TensorBoard pairs the flat config with the scores; MLflow keeps the flat config as params (Lightning cuts a value
-    to MLflow's length limit) and the scores as metrics; wandb takes the config nested, with its own types."""
+    TensorBoard pairs the flat config with the scores; MLflow keeps the flat config as params (Lightning keeps a
+    value's first 250 characters: within MLflow's limit) and the scores as metrics; wandb takes the config nested,
+    with its own types (lists, null)."""
     config = {key: value for key, value in plain(cfg).items() if key not in ("hydra", "paths")}
     flat = _flatten(config)
     scores = {f"hparams/{key.replace('/', '_')}": value for key, value in summary["test"].items()}
