@@ -153,7 +153,7 @@ def _check_config_choices(args: list[str]) -> None:
         group, value = match.group(2), match.group(4)
         if "(" in value:  # sweep functions such as choice(...) / range(...): Hydra checks those
             continue
-        for choice in (v.strip() for v in value.split(",")):
+        for choice in (v.strip(" []") for v in value.split(",")):  # a list of options too: logger=[csv,mlflow]
             if choice and choice != "null" and choice not in options[group]:
                 raise UnknownNameError(f"{group} config", choice, options[group],
                                        hint=f"Plugins add options under {group}/<plugin>/: see `converge plugins`.")

@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import DeviceStatsMonitor, LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from converge import registry
@@ -75,11 +76,17 @@ def load_task(path: Any) -> tuple[TaskModule, dict[str, Any]]:
     return model, checkpoint
 
 
-def build_callbacks(callbacks: DictConfig | None) -> list[pl.Callback]:
+# Callbacks that only report to the run's loggers: Lightning refuses to start them in a run without any.
+NEEDS_LOGGER = (LearningRateMonitor, DeviceStatsMonitor)
+
+
+def build_callbacks(callbacks: DictConfig | None, with_loggers: bool = True) -> list[pl.Callback]:
     """Every non-null entry of the `callbacks` group (so `~callbacks.x` and `callbacks.x=null` remove one).
 
     An entry without `_target_` only tunes a callback the chosen group does not have (an experiment's
-    `callbacks.early_stopping.patience` under `callbacks=none`): there is nothing to build."""
+    `callbacks.early_stopping.patience` under `callbacks=none`): there is nothing to build. A run without
+    loggers (`logger=none`) leaves out the callbacks that only report to them, so every logger group works
+    with the default callbacks."""
     built = []
     for name, node in (callbacks or {}).items():
         if node is None:
@@ -88,7 +95,11 @@ def build_callbacks(callbacks: DictConfig | None) -> list[pl.Callback]:
             log.warning("callbacks.%s has no _target_, so it builds nothing (settings for a callback that is "
                         "not in the chosen callbacks group?)", name)
             continue
-        built.append(instantiate_config(node, f"callback '{name}'"))
+        callback = instantiate_config(node, f"callback '{name}'")
+        if not with_loggers and isinstance(callback, NEEDS_LOGGER):
+            log.info("callbacks.%s is left out: it reports to the loggers, and this run has none", name)
+            continue
+        built.append(callback)
     return built
 
 

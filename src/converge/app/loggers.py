@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig
 
 from converge.app.build import instantiate_config, plain
@@ -18,17 +18,26 @@ def build_loggers(logger: DictConfig | None) -> list[Any]:
 
 
 def log_hparams(trainer: pl.Trainer, cfg: DictConfig, summary: RunSummary) -> None:
-    """The flat composed config with the final scores, so runs of a sweep compare in TensorBoard's HPARAMS tab."""
-    flat = {key: value for key, value in _flatten(plain(cfg)).items() if not key.startswith(("hydra", "paths"))}
-    metrics = {f"hparams/{key.replace('/', '_')}": value for key, value in summary.test.items()}
+    """Tell each logger the composed config and the final scores, then close it: so the runs of a sweep compare
+    side by side (TensorBoard's HPARAMS tab, MLflow's run table, wandb's config and summary).
+
+    TensorBoard pairs the flat config with the scores; MLflow keeps the flat config as params (Lightning keeps a
+    value's first 250 characters: within MLflow's limit) and the scores as metrics; wandb takes the config nested,
+    with its own types (lists, null)."""
+    config = {key: value for key, value in plain(cfg).items() if key not in ("hydra", "paths")}
+    flat = _flatten(config)
+    scores = {f"hparams/{key.replace('/', '_')}": value for key, value in summary.test.items()}
     if summary.kept.score is not None:
-        metrics["hparams/best_" + summary.monitor.replace("/", "_")] = summary.kept.score
+        scores["hparams/best_" + summary.monitor.replace("/", "_")] = summary.kept.score
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(flat, metrics)
+            logger.log_hyperparams(flat, scores)
         else:
-            logger.log_hyperparams(flat)
+            logger.log_hyperparams(config if isinstance(logger, WandbLogger) else flat)
+            logger.log_metrics(scores)
         logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()  # Lightning leaves it open: the next job of a sweep would log into this run
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -61,8 +61,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # initial weights; data order: from (seed, epoch)
     datamodule = build_datamodule(cfg.data, cfg.seed)
     task = build_task(cfg, datamodule.spec())
-    callbacks = [*build_callbacks(cfg.get("callbacks")), EpochSeed(cfg.seed)]
-    trainer = build_trainer(cfg, callbacks, build_loggers(cfg.get("logger")))
+    loggers = build_loggers(cfg.get("logger"))
+    callbacks = [*build_callbacks(cfg.get("callbacks"), with_loggers=bool(loggers)), EpochSeed(cfg.seed)]
+    trainer = build_trainer(cfg, callbacks, loggers)
 
     _fit(cfg, trainer, task, datamodule)
     summary = _summary(cfg, trainer)  # before testing, which restores the kept checkpoint's callback states
