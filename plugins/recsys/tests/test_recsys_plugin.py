@@ -33,6 +33,9 @@ class TestRatingMF(PluginConformance):
         return [str(_write(folder / "pair.csv", "user_id,item_id\n1,50\n99999,50\n")),
                 str(_write(folder / "recommend.csv", "user_id\n1\n"))]
 
+    def empty_predict_input(self, folder: Path) -> str:
+        return str(_write(folder / "no_rows.csv", "user_id,item_id\n"))
+
     def test_predict_answers_each_row_and_each_user(self, bundle: Path, tmp_path: Path) -> None:
         queries = _write(tmp_path / "queries.csv", "user_id,item_id\n1,50\n\n2,\n")
         output = tmp_path / "answers.jsonl"

@@ -7,13 +7,16 @@ and checks the run directory, the checkpoint contract and resuming; then exports
 the checkpoint in every format (int8 included), checks the bundle's verification,
 and, when the task declares a preprocessor and the class implements
 `predict_inputs`, runs `converge predict` on those files in a fresh interpreter
-that must never import torch or Lightning, and checks that no answer depends on
-the other requests of its batch.
+that must never import torch or Lightning, checks that every answer is valid JSON
+and that no answer depends on the other requests of its batch, and that bad input
+(a missing or unreadable file, no input, an input with nothing to predict) is one
+message naming it, exit code 2, and no output file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +25,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
-from converge.testing.compose import compose
+from converge.testing.compose import compose, predict
 
 ALL_FORMATS = ["export.formats=[onnx,torchscript,torch_export]", "export.quantize=int8"]
 _PREDICT_WITHOUT_TORCH = """
@@ -43,6 +46,11 @@ class PluginConformance:
 
     def predict_inputs(self, folder: Path) -> list[str] | None:
         """Write a few real input files for `converge predict` into `folder`; None skips the predict test."""
+        return None
+
+    def empty_predict_input(self, folder: Path) -> str | None:
+        """Write into `folder` an input file of your format that holds nothing to predict (a CSV with its header
+        and no rows), which `converge predict` must refuse; None (a format that cannot be empty) skips the test."""
         return None
 
     @pytest.fixture(scope="class")
@@ -141,24 +149,54 @@ class PluginConformance:
                                    "--output", str(output), "--batch-size", "2", "--format", model_format],
                                   capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, done.stderr[-3000:]
-            answers = [json.loads(line) for line in output.read_text().splitlines()]
+            answers = [json.loads(line, parse_constant=_refuse) for line in output.read_text().splitlines()]
             sources = [answer["input"] for answer in answers]  # a file, or file:line for many answers a file
             assert all(any(source.startswith(str(path)) for path in inputs) for source in sources)
             assert all(any(source.startswith(str(path)) for source in sources) for path in inputs)
 
     def test_answers_do_not_depend_on_the_batch(self, bundle: Path, tmp_path: Path) -> None:
         """One request at a time or several to a batch (padded, or bags of ids), each answer is the same."""
-        from converge.runtime.predict import main
-
         inputs = self.predict_inputs(tmp_path)
         if inputs is None:
             pytest.skip("the test class gives no predict_inputs")
         answers = []
         for size in ("1", "3"):
             output = tmp_path / f"batch{size}.jsonl"
-            assert main([str(bundle), *inputs, "--output", str(output), "--batch-size", size]) == 0
+            assert predict([str(bundle), *inputs, "--output", str(output), "--batch-size", size]) == 0
             answers.append([json.loads(line) for line in output.read_text().splitlines()])
         assert _close(answers[0], answers[1]), f"batch 1: {answers[0]}\nbatch 3: {answers[1]}"
+
+    @pytest.mark.parametrize("case", ["missing file", "unreadable file", "no inputs", "empty input"])
+    def test_predict_refuses_bad_input_naming_it(self, bundle: Path, tmp_path: Path, case: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+        """One message naming the input, exit code 2, and no output file (not even a partial one)."""
+        folder = tmp_path / "inputs"
+        folder.mkdir()
+        if self.predict_inputs(folder) is None:
+            pytest.skip("the test class gives no predict_inputs")
+        inputs = {"missing file": [str(folder / "missing.csv")], "no inputs": []}.get(case)
+        if case == "unreadable file":
+            (folder / "locked.csv").write_text("text\n")
+            (folder / "locked.csv").chmod(0)
+            if os.access(folder / "locked.csv", os.R_OK):
+                pytest.skip("running as root: a file without permissions is still readable")
+            inputs = [str(folder / "locked.csv")]
+        if case == "empty input":
+            empty = self.empty_predict_input(folder)
+            if empty is None:
+                pytest.skip("the test class gives no empty_predict_input")
+            inputs = [empty]
+        output = tmp_path / "out" / "answers.jsonl"
+        output.parent.mkdir()
+        assert predict([str(bundle), *inputs, "--output", str(output)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("converge: error: ") and "Traceback" not in error, error
+        assert all(path in error for path in inputs), error
+        assert not list(output.parent.iterdir()), "a refused input left output behind"
+
+
+def _refuse(constant: str) -> None:
+    raise AssertionError(f"an answer holds {constant}, which is not JSON (write null and non_finite: true)")
 
 
 def _close(a: Any, b: Any, tolerance: float = 1e-4) -> bool:
