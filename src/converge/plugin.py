@@ -12,7 +12,7 @@ import importlib.machinery
 import importlib.resources
 import importlib.util
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from converge.errors import PluginError
@@ -61,10 +61,10 @@ class Task:
     description: str = ""
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            if field.name in ("task_class", "preprocessor", "postprocessor") and getattr(self, field.name):
-                checked = _checked_class_path(getattr(self, field.name), f"Task '{self.name}': {field.name}")
-                object.__setattr__(self, field.name, checked)  # frozen: set once, here
+        for name in ("task_class", "preprocessor", "postprocessor"):
+            path = getattr(self, name)
+            if path:  # frozen: set once, here
+                object.__setattr__(self, name, _checked_class_path(path, f"Task '{self.name}': {name}"))
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,9 @@ class PluginConformance:
         torch.load(path, weights_only=True)  # plain data only: loads without trusting the file
         task, checkpoint = load_task(path)
         assert checkpoint["epoch"] == trained["metrics"]["epochs_trained"] - 1
+        # The task is rebuilt from the data's spec: what serving needs beyond it goes through `serving_state`.
+        assert task.spec == checkpoint["hyper_parameters"]["spec"], "the task wrote into its spec"
+        json.dumps(task.serving_state(), allow_nan=False)  # plain JSON, for the bundle's manifest
         # The run followed the configured metric, or the task's own when none was configured.
         assert trained["metrics"]["monitor"] == (trained["configured_monitor"] or type(task).monitor)
 
