@@ -142,16 +142,9 @@ def main(args: Sequence[str]) -> int:
     target = Path(options.output)
     partial = target.with_name(f".{target.name}.partial")
     try:
-        with _opened_for_writing(partial, target) as sink:
+        with open(partial, "w") as sink:
             predict(bundle, options.inputs, options, sink)
         os.replace(partial, target)  # all answers or none: never a half-written file
     finally:
         partial.unlink(missing_ok=True)
     return 0
-
-
-def _opened_for_writing(partial: Path, target: Path) -> IO[str]:
-    try:
-        return open(partial, "w")
-    except OSError as error:
-        raise DataError(f"{target}: cannot write the answers here ({error.strerror})") from error
