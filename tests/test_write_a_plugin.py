@@ -38,7 +38,7 @@ def test_installed_plugin_trains_through_converge_train(tabular: dict) -> None:
 def test_plugin_named_in_config_needs_no_install(tabular: dict, tmp_path) -> None:
     """plugins.extra=[module] registers a plugin that is only importable, not installed."""
     shutil.copytree(tabular["source"] / "converge_tabular", tmp_path / "src" / "converge_tabular")
-    env = {"PYTHONPATH": str(tmp_path / "src")}  # the package alone: no entry point, no metadata
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path / "src"), os.environ.get("PYTHONPATH", "")])}  # no metadata
     overrides = [*tabular["overrides"], "debug=smoke", f"hydra.run.dir={tmp_path / 'run'}"]
     assert run_cli(["train", *overrides], env=env).returncode == 2  # unknown data=tabular/csv
     done = run_cli(["train", *overrides, "plugins.extra=[converge_tabular.plugin]"], env=env)
