@@ -9,14 +9,14 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from converge.registry import config_options
+from converge.registry import providers_by_option
 from converge.testing import compose
 from converge.training.optimization import configure_optimizers
 
 BASE = ["data=vision/digits", "model=vision/cnn"]
 
 
-@pytest.mark.parametrize("hardware", sorted(config_options()["hardware"]))
+@pytest.mark.parametrize("hardware", sorted(providers_by_option()["hardware"]))
 def test_hardware_options_compose(hardware: str) -> None:
     cfg = compose([*BASE, f"hardware={hardware}"], output_dir="/tmp/unused")
     assert {"accelerator", "devices", "strategy", "precision", "num_nodes"} <= set(cfg.trainer)
@@ -28,7 +28,7 @@ def test_ddp_cpu_is_two_gloo_processes() -> None:
     assert cfg.trainer.devices == 2 and strategy._process_group_backend == "gloo"
 
 
-@pytest.mark.parametrize("scheduler", sorted(config_options()["scheduler"]))
+@pytest.mark.parametrize("scheduler", sorted(providers_by_option()["scheduler"]))
 def test_scheduler_options_build_with_the_run_length(scheduler: str) -> None:
     cfg = compose([*BASE, f"scheduler={scheduler}", "monitor.metric=val/acc", "monitor.mode=max"],
                   output_dir="/tmp/unused")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ def test_installed_plugin_is_listed_without_touching_the_core(tabular: dict) -> 
     done = run_cli(["plugins", "--json"], env=tabular["env"])
     assert done.returncode == 0, done.stderr
     listed = {entry["name"]: entry for entry in json.loads(done.stdout)}
-    assert listed["tabular"]["tasks"][0]["module"] == "converge_tabular.task:Regressor"
+    assert listed["tabular"]["tasks"][0]["task_class"] == "converge_tabular.task:Regressor"
     assert listed["tabular"]["configs"] == {"data": ["tabular/csv"], "model": ["tabular/mlp"]}
     assert "entry point" in listed["tabular"]["source"]
 
@@ -37,7 +38,7 @@ def test_installed_plugin_trains_through_converge_train(tabular: dict) -> None:
 def test_plugin_named_in_config_needs_no_install(tabular: dict, tmp_path) -> None:
     """plugins.extra=[module] registers a plugin that is only importable, not installed."""
     shutil.copytree(tabular["source"] / "converge_tabular", tmp_path / "src" / "converge_tabular")
-    env = {"PYTHONPATH": str(tmp_path / "src")}  # the package alone: no entry point, no metadata
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path / "src"), os.environ.get("PYTHONPATH", "")])}  # no metadata
     overrides = [*tabular["overrides"], "debug=smoke", f"hydra.run.dir={tmp_path / 'run'}"]
     assert run_cli(["train", *overrides], env=env).returncode == 2  # unknown data=tabular/csv
     done = run_cli(["train", *overrides, "plugins.extra=[converge_tabular.plugin]"], env=env)
@@ -55,4 +56,7 @@ def test_conformance_suite_runs_on_a_third_party_plugin(tabular: dict) -> None:
                           cwd=tabular["root"], env={**os.environ, **tabular["env"]},
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "8 passed" in done.stdout
+    passed, skipped = (int(m.group(1)) if m else 0 for m in (re.search(rf"(\d+) {word}", done.stdout)
+                                                             for word in ("passed", "skipped")))
+    # 12 tests; as root a file without permissions stays readable, so that one case is skipped
+    assert (passed, skipped) == ((11, 1) if os.geteuid() == 0 else (12, 0)), done.stdout[-3000:]

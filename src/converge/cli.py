@@ -143,9 +143,9 @@ def _export_extra_plugins(args: list[str]) -> None:
 
 def _check_config_choices(args: list[str]) -> None:
     """Answer `model=vision/cnnn` with suggestions before Hydra starts (sweeps: every value)."""
-    from converge.registry import config_options
+    from converge.registry import providers_by_option
 
-    options = config_options()
+    options = providers_by_option()
     for arg in args:
         match = _OVERRIDE.match(arg)
         if not match or match.group(1) == "~" or match.group(2) not in options:
@@ -178,8 +178,9 @@ def _plugins_command(args: list[str]) -> int:
             "name": name,
             "source": registry.sources()[name],
             "description": plugin.description,
-            "tasks": [{"name": t.name, "module": t.module, "description": t.description} for t in plugin.tasks],
-            "configs": plugin.config_options(),
+            "tasks": [{"name": t.name, "task_class": t.task_class, "description": t.description}
+                      for t in plugin.tasks],
+            "configs": plugin.options_by_group(),
             "datasets": [{"name": d.name, "description": d.description, "licence": d.licence,
                           "package": f"{d.package}=={d.version}"} for d in plugin.datasets],
         })
@@ -191,7 +192,7 @@ def _plugins_command(args: list[str]) -> int:
     for entry in report:
         print(f"{entry['name']}: {entry['description']}\n  from: {entry['source']}")
         for task in entry["tasks"]:
-            print(f"  task       {task['name']} ({task['module']}): {task['description']}")
+            print(f"  task       {task['name']} ({task['task_class']}): {task['description']}")
         for group, names in entry["configs"].items():
             print(f"  {group + ' ':<11}{', '.join(names)}")  # a long group name keeps its space
         for data in entry["datasets"]:

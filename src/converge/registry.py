@@ -15,7 +15,7 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from converge.errors import PluginError, UnknownNameError
-from converge.plugin import Plugin, Task
+from converge.plugin import Plugin, Task, options_in_package
 
 ENTRY_POINT_GROUP = "converge.plugins"
 EXTRA_PLUGINS_ENV = "CONVERGE_PLUGINS"
@@ -38,14 +38,15 @@ def sources() -> dict[str, str]:
     return dict(_registered()[1])
 
 
-def find_task(module_path: str) -> tuple[Plugin, Task]:
-    """The registered plugin and task whose TaskModule class is `module_path`."""
+def find_task(task_class: str) -> tuple[Plugin, Task]:
+    """The registered plugin and task whose TaskModule class is `task_class` (`package.module:Class`, the form
+    `Task` keeps and `TaskModule.import_path` writes into checkpoints and bundles)."""
     for plugin in plugins().values():
         for task in plugin.tasks:
-            if task.module == module_path:
+            if task.task_class == task_class:
                 return plugin, task
-    known = [task.module for plugin in plugins().values() for task in plugin.tasks]
-    raise UnknownNameError("task module", module_path, known,
+    known = [task.task_class for plugin in plugins().values() for task in plugin.tasks]
+    raise UnknownNameError("task class", task_class, known,
                            hint="Install or register (plugins.extra=[...]) the plugin that provides it.")
 
 
@@ -100,7 +101,7 @@ def _load_module_plugin(module_path: str) -> object:
 def _check_config_namespaces(found: dict[str, Plugin], origin: dict[str, str]) -> None:
     """A plugin's configs must sit under `<group>/<plugin name>/`: the folder is the namespace."""
     for name, plugin in found.items():
-        for group, options in plugin.config_options().items():
+        for group, options in plugin.options_by_group().items():
             stray = [option for option in options if not option.startswith(f"{name}/")]
             if stray:
                 raise PluginError(
@@ -109,13 +110,11 @@ def _check_config_namespaces(found: dict[str, Plugin], origin: dict[str, str]) -
                 )
 
 
-def config_options() -> dict[str, dict[str, str]]:
+def providers_by_option() -> dict[str, dict[str, str]]:
     """Config group -> option -> who provides it ('core' or a plugin name), for every group."""
-    from converge.plugin import config_options as options_in
-
     merged: dict[str, dict[str, str]] = {}
     for provider, package in [("core", "converge.conf")] + [(p.name, p.config_package) for p in plugins().values()]:
-        for group, names in options_in(package).items():
+        for group, names in options_in_package(package).items():
             for name in names:
                 merged.setdefault(group, {})[name] = provider
     return merged

@@ -63,71 +63,217 @@ class TaskModule(pl.LightningModule, ABC):
     # -- what a task implements ---------------------------------------------------------------
     @abstractmethod
     def build_metrics(self) -> MetricCollection:
-        """The task's metrics (torchmetrics), logged as val/<name> and test/<name>."""
+        """The task's metrics, built once in `__init__` and cloned for validation and test.
+
+        Returns:
+            A torchmetrics `MetricCollection`, updated with (outputs, target) and logged as `val/<name>` and
+            `test/<name>`; `monitor` names one of them.
+
+        Example::
+
+            def build_metrics(self):
+                return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+        """
 
     @abstractmethod
     def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The training objective for the network's outputs."""
+        """The training objective, also logged as `val/loss` and `test/loss`.
+
+        Args:
+            outputs: what `forward` returned for the batch's inputs.
+            target: the batch's target (see `split_batch`).
+
+        Returns:
+            A scalar tensor.
+
+        Example::
+
+            def compute_loss(self, outputs, target):
+                return F.cross_entropy(outputs, target)
+        """
 
     def regularization(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor | float:
-        """A term added to the training loss (train/loss includes it), from the batch's inputs: none by default
-        (recommenders penalise the embedding rows a batch uses)."""
+        """A term added to the training loss (`train/loss` includes it, `val/loss` does not): none by default.
+        Recommenders penalise the embedding rows a batch uses, rather than weight-decaying whole tables.
+
+        Args:
+            inputs: the batch's model inputs (the first element of `split_batch`).
+
+        Returns:
+            A scalar tensor, or 0.0.
+
+        Example::
+
+            def regularization(self, inputs):
+                user, item = inputs
+                return self.l2 * (self.users(user).pow(2).sum() + self.items(item).pow(2).sum())
+        """
         return 0.0
 
     def split_batch(self, batch: Sequence[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """(model inputs, target) of a batch; by default the target is the last element."""
+        """Which elements of a batch are forward's inputs and which is the target.
+
+        Args:
+            batch: what the data module's loaders yield.
+
+        Returns:
+            (model inputs, in forward's order; target). By default the target is the last element.
+
+        Example::
+
+            def split_batch(self, batch):
+                images, labels, _weights = batch
+                return (images,), labels
+        """
         *inputs, target = batch
         return tuple(inputs), target
 
     # -- export hooks ---------------------------------------------------------------------------
     def export_inputs(self, inputs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The exported model's named inputs, in its forward order, for a batch of this task's forward inputs.
+        """The exported model's named inputs for a batch of forward's inputs. Override, with `for_export` and
+        `forward_inputs`, where a faster graph takes another layout than training (text serves bags of ids,
+        flat ids plus offsets, rather than padded rows).
 
-        The same tensors under `input_names` by default. Override, with `for_export` and `forward_inputs`,
-        where a faster graph takes another layout than training does (text serves bags of ids, flat ids plus
-        offsets, rather than padded rows)."""
+        Args:
+            inputs: forward's inputs, in order.
+
+        Returns:
+            Name -> tensor, in the exported graph's input order: the same tensors under `input_names` by default.
+
+        Example::
+
+            def export_inputs(self, inputs):
+                (ids,) = inputs
+                return {"token_ids": ids[ids != 0], "offsets": offsets_of(ids)}
+        """
         return dict(zip(self.input_names, inputs, strict=True))
 
     def forward_inputs(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """The inverse of `export_inputs`: forward's inputs for a batch laid out as the bundle takes it
-        (`converge bench` runs eager on the runtime's own batches this way)."""
+        """The inverse of `export_inputs` (`converge bench` runs eager on the runtime's own batches this way).
+
+        Args:
+            inputs: a batch laid out as the bundle takes it.
+
+        Returns:
+            forward's inputs, in order.
+
+        Example::
+
+            def forward_inputs(self, inputs):
+                return (pad_bags(inputs["token_ids"], inputs["offsets"]),)
+        """
         return tuple(inputs.values())
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        """Axes of each exported input that vary at inference, by symbolic name: the batch axis unless
-        overridden (a text task adds {1: "sequence"}). Axes sharing a name must have equal sizes."""
+        """The axes of each exported input that vary at inference. Axes sharing a name must have equal sizes.
+
+        Returns:
+            Input name -> {axis: symbolic name}: the batch axis of every input by default.
+
+        Example::
+
+            def dynamic_axes(self):
+                return {"token_ids": {0: "batch", 1: "sequence"}}
+        """
         return {name: {0: "batch"} for name in self.input_names}
 
     def example_input(self, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """The forward inputs of a real batch, cut to 2 rows: what export traces (never 1 row, which
-        would freeze the batch axis)."""
+        """What export traces: real rows, never 1 (which would freeze the batch axis).
+
+        Args:
+            batch: the first validation batch.
+
+        Returns:
+            forward's inputs for the batch's first 2 rows, by default.
+
+        Example::
+
+            def example_input(self, batch):
+                (ids,), _ = self.split_batch(batch)
+                return (ids[:2, : self.max_length],)
+        """
         inputs, _ = self.split_batch(batch)
         return tuple(tensor[:2] for tensor in inputs)
 
     def for_export(self) -> torch.nn.Module:
-        """The module the exporters trace (called with `export_inputs`), made from an eval-mode copy of the
-        task: the task itself by default.
-
+        """The module the exporters trace, called with `export_inputs`, from an eval-mode copy of the task.
         Override to swap a module built for training for an equivalent one that exports to a faster graph
-        (NeMo swaps export-hostile modules the same way). Every exported format is still verified against
-        this eager task, so a swap that changes the answers fails the export."""
+        (NeMo swaps export-hostile modules the same way); every format is still verified against this eager
+        task, so a swap that changes the answers fails the export.
+
+        Returns:
+            The task itself, by default.
+
+        Example::
+
+            def for_export(self):
+                return self.net.for_inference()  # idf folded into the embedding table
+        """
         return self
 
     def input_spec(self, example: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
-        """Names, dtypes and shapes (symbolic where dynamic) of the exported inputs, for the bundle manifest."""
+        """The exported inputs as the bundle's manifest lists them, which `converge predict` checks requests
+        against.
+
+        Args:
+            example: the traced inputs (`export_inputs` of `example_input`).
+
+        Returns:
+            One {"name", "dtype", "shape"} per input; a dynamic axis (`dynamic_axes`) by its symbolic name.
+
+        Example::
+
+            task.input_spec({"images": torch.zeros(2, 1, 8, 8)})
+            # [{"name": "images", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]
+        """
         axes = self.dynamic_axes()
         return [{"name": name, "dtype": str(tensor.dtype).removeprefix("torch."),
                  "shape": [axes.get(name, {}).get(axis, size) for axis, size in enumerate(tensor.shape)]}
                 for name, tensor in example.items()]
 
+    def serving_state(self) -> dict[str, Any]:
+        """What the runtime's preprocessor and postprocessor are built from, written into the bundle's manifest
+        as its "preprocessing" entry. Override to add what serving needs beyond the data (the layout the
+        exported model reads), rather than writing it into `spec`, which the task is rebuilt from.
+
+        Returns:
+            Plain JSON: the data spec by default.
+
+        Example::
+
+            def serving_state(self):
+                return {**super().serving_state(), "model_inputs": list(self.input_names)}
+        """
+        return dict(self.spec)
+
     # -- dashboards (converge.diagnostics.dashboards) -------------------------------------------
     def log_pictures(self, writer: Any, step: int) -> None:
-        """Pictures of the model on validation data for TensorBoard (a confusion matrix, predicted samples:
-        `writer` is a SummaryWriter), drawn every few epochs and when fitting ends. Runs in eval mode without
-        gradients, on every rank (only rank 0's writer writes). None by default."""
+        """Pictures of the model on validation data for TensorBoard, drawn every few epochs and when fitting
+        ends. Runs in eval mode without gradients, on every rank (only rank 0's writer writes). None by default.
+
+        Args:
+            writer: a TensorBoard `SummaryWriter` (a no-op stand-in on ranks other than 0).
+            step: the global step to draw at.
+
+        Example::
+
+            def log_pictures(self, writer, step):
+                log_confusion_matrix(writer, self, self.spec["class_names"], step)
+        """
 
     def log_final_pictures(self, writer: Any, step: int) -> None:
-        """Views too costly to repeat (an embedding projector), drawn once when fitting ends. None by default."""
+        """Views too costly to repeat, drawn once when fitting ends (the recommenders' embedding projector).
+        None by default.
+
+        Args:
+            writer: as for `log_pictures`.
+            step: the global step to draw at.
+
+        Example::
+
+            def log_final_pictures(self, writer, step):
+                writer.add_embedding(self.net.items.weight, metadata=self.spec["items"], global_step=step)
+        """
 
     # -- the shared loop ------------------------------------------------------------------------
     def _shared_step(self, batch: Sequence[torch.Tensor], stage: str) -> torch.Tensor:

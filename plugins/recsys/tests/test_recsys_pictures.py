@@ -8,19 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converge.app.build import build_datamodule
-from converge.testing import compose
+from converge.testing import build_datamodule, compose, train_run
 from converge_recsys.models import FeatureMF
 from converge_recsys.preprocessing import Encoder
 
 
 def test_projector_shows_the_final_item_vectors_with_titles(tmp_path: Path) -> None:
-    from converge.app.train import train
-
     run_dir = tmp_path / "run"
-    cfg = compose(["data=recsys/ml100k", "model=recsys/mf", "data.max_users=80", "trainer.max_epochs=2",
-                   "~callbacks.progress_bar", "~callbacks.model_summary"], output_dir=run_dir)
-    train(cfg)
+    train_run(["data=recsys/ml100k", "model=recsys/mf", "data.max_users=80", "trainer.max_epochs=2",
+               "~callbacks.progress_bar", "~callbacks.model_summary"], run_dir)
     board = run_dir / "tensorboard"
     config = (board / "projector_config.pbtxt").read_text()
     assert config.count("embeddings {") == 1, "drawn once, when fitting ends"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from converge.errors import ConfigError, DataError
-from converge.testing import PluginConformance, compose, run_cli
+from converge import ConfigError, DataError
+from converge.testing import PluginConformance, compose, predict, run_cli
 from converge_recsys.interactions import read_interactions
 from converge_recsys.metrics import TopK
 from converge_recsys.models import NCF, BiasedMF, FeatureMF
@@ -33,9 +33,10 @@ class TestRatingMF(PluginConformance):
         return [str(_write(folder / "pair.csv", "user_id,item_id\n1,50\n99999,50\n")),
                 str(_write(folder / "recommend.csv", "user_id\n1\n"))]
 
-    def test_predict_answers_each_row_and_each_user(self, bundle: Path, tmp_path: Path) -> None:
-        from converge.runtime.predict import main as predict
+    def empty_predict_input(self, folder: Path) -> str:
+        return str(_write(folder / "no_rows.csv", "user_id,item_id\n"))
 
+    def test_predict_answers_each_row_and_each_user(self, bundle: Path, tmp_path: Path) -> None:
         queries = _write(tmp_path / "queries.csv", "user_id,item_id\n1,50\n\n2,\n")
         output = tmp_path / "answers.jsonl"
         assert predict([str(bundle), str(queries), "--user", "1", "--top-k", "3", "--output", str(output)]) == 0
@@ -47,14 +48,12 @@ class TestRatingMF(PluginConformance):
 
     def test_predict_refuses_no_queries_and_a_top_k_below_one(self, bundle: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-        from converge.cli import main
-
         output = tmp_path / "answers.jsonl"
-        assert main(["predict", str(bundle), "--output", str(output)]) == 2  # a DataError: one message, code 2
+        assert predict([str(bundle), "--output", str(output)]) == 2  # a DataError: one message, code 2
         assert "converge: error: no queries: give a CSV of queries" in capsys.readouterr().err
         assert not output.exists() and not list(tmp_path.iterdir())  # nothing half-written
         with pytest.raises(SystemExit) as refused:  # argparse's usage error, before the bundle is run
-            main(["predict", str(bundle), "--user", "1", "--top-k", "0"])
+            predict([str(bundle), "--user", "1", "--top-k", "0"])
         assert refused.value.code == 2
         assert "argument --top-k: must be at least 1, got 0" in capsys.readouterr().err
 
@@ -213,7 +212,6 @@ def test_ml100k_slice_splits_and_spec() -> None:
 
 def test_validation_under_ddp_reads_every_rating_once_and_training_keeps_ranks_in_step(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import converge.data.sampling
     import converge_recsys.data
     from converge_recsys.data import RecsysData
     from converge_recsys.sources import MovieLens100k
@@ -222,8 +220,7 @@ def test_validation_under_ddp_reads_every_rating_once_and_training_keeps_ranks_i
     val = data._rating_rows("val", train=False)
     seen, steps = {}, {}
     for world, rank in ((1, 0), (2, 0), (2, 1)):  # one process, then each rank of a 2-process world
-        for module in (converge.data.sampling, converge_recsys.data):
-            monkeypatch.setattr(module, "world_and_rank", lambda world=world, rank=rank: (world, rank))
+        monkeypatch.setattr(converge_recsys.data, "world_and_rank", lambda world=world, rank=rank: (world, rank))
         batches = list(val)
         assert len(batches) == len(val)
         seen[world, rank] = [(int(u), int(i)) for users, items, *_ in batches

@@ -27,37 +27,34 @@ def _texts(folder: Path) -> list[str]:
     return paths
 
 
-class TestFastText(PluginConformance):
+class TextConformance(PluginConformance):
+    """What every text class serves (pytest collects only the Test* classes below)."""
+
+    export_overrides = LOOSE_INT8
+
+    def predict_inputs(self, folder: Path) -> list[str]:
+        return _texts(folder)
+
+    def empty_predict_input(self, folder: Path) -> str:
+        (folder / "no_rows.csv").write_text("text\n", encoding="utf-8")
+        return str(folder / "no_rows.csv")
+
+
+class TestFastText(TextConformance):
     overrides = [*SLICE, "model=text/fasttext", "data.tokenizer.bigram_buckets=2000", "model.net.dim=16"]
-    export_overrides = LOOSE_INT8
-
-    def predict_inputs(self, folder: Path) -> list[str]:
-        return _texts(folder)
 
 
-class TestKimCNN(PluginConformance):
+class TestKimCNN(TextConformance):
     overrides = [*SLICE, *WORDS_IN_ORDER, "model=text/cnn", "model.net.dim=16", "model.net.filters=8"]
-    export_overrides = LOOSE_INT8
-
-    def predict_inputs(self, folder: Path) -> list[str]:
-        return _texts(folder)
 
 
-class TestTransformer(PluginConformance):
+class TestTransformer(TextConformance):
     overrides = [*SLICE, *WORDS_IN_ORDER, "model=text/transformer", "model.net.dim=16", "model.net.heads=2",
                  "model.net.layers=1", "model.net.feedforward=32"]
-    export_overrides = LOOSE_INT8
-
-    def predict_inputs(self, folder: Path) -> list[str]:
-        return _texts(folder)
 
 
-class TestFastTextExperiment(PluginConformance):
+class TestFastTextExperiment(TextConformance):
     """The recipe of `experiment=text/r8` itself (the linear model, squared hinge, Adam), on the slice."""
 
     overrides = ["experiment=text/r8", "data.max_docs=160", "data.tokenizer.max_vocab=3000",
                  "data.tokenizer.bigram_buckets=5000", "data.batch_size=32"]
-    export_overrides = LOOSE_INT8
-
-    def predict_inputs(self, folder: Path) -> list[str]:
-        return _texts(folder)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converge.errors import ConfigError, DataError
+from converge import ConfigError, DataError
 from converge.testing import compose, run_cli
 from converge_text.data import TextClassificationData
 from converge_text.sources import OrangeCorpus, RottenTomatoes, TextTable, read_table

@@ -94,7 +94,7 @@ def test_vocabulary_and_classes_come_from_the_training_split_only(tmp_path) -> N
 
 
 def test_preprocessor_serves_text_files_and_table_rows_from_the_spec_alone(tmp_path) -> None:
-    from converge.errors import DataError
+    from converge import DataError
     from converge_text.processing import TextPreprocessor
 
     tokenizer = TextTokenizer.build(TRAIN, bigram_buckets=16, term_frequency="log")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from converge.errors import DataError, UnknownNameError
+from converge import DataError, UnknownNameError
 from converge.testing import PluginConformance, compose, run_cli
 from converge_vision.models import SmallCNN, resnet18_small, torchvision_classifier
 from converge_vision.sources import Digits, ImageFolder

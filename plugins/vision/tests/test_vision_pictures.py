@@ -11,9 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from converge.app.build import build_datamodule, load_task
-from converge.testing import compose
-from converge.testing.dashboards import check_confusion_matrix, read_events
+from converge.testing import build_datamodule, check_confusion_matrix, load_task, read_events, train_run
 
 # 16 steps: enough for some of the pictured predictions to be right and some wrong.
 TINY = ["experiment=vision/digits", "trainer.max_epochs=2", "+trainer.limit_train_batches=8",
@@ -22,11 +20,8 @@ TINY = ["experiment=vision/digits", "trainer.max_epochs=2", "+trainer.limit_trai
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from converge.app.train import train
-
     run_dir = tmp_path_factory.mktemp("pictures") / "digits"
-    cfg = compose(TINY, output_dir=run_dir)
-    train(cfg)
+    cfg = train_run(TINY, run_dir)
     return {"cfg": cfg, "dir": run_dir, "events": read_events(run_dir)}
 
 
@@ -41,7 +36,7 @@ def test_predicted_samples_show_first_validation_images_coloured_by_correctness(
     last = run["events"].Images("val/predictions")[-1]
     sheet = np.asarray(Image.open(io.BytesIO(last.encoded_image_string)).convert("RGB")).astype(int)
     assert sheet.shape == (2 * 126, 8 * 100, 3)  # 16 images: 2 rows of 8 tiles with their captions
-    task, _ = load_task(Path(run["dir"]) / "checkpoints" / "last.ckpt")  # the weights the picture was drawn with
+    task = load_task(Path(run["dir"]) / "checkpoints" / "last.ckpt")  # the weights the picture was drawn with
     images, labels = next(iter(build_datamodule(run["cfg"].data).val_dataloader()))
     with torch.no_grad():
         right = (task.eval()(images[:16]).argmax(dim=1) == labels[:16]).tolist()

@@ -69,7 +69,7 @@ def load_task(path: Any) -> tuple[TaskModule, dict[str, Any]]:
     if not isinstance(meta, dict) or "task" not in meta:
         raise CheckpointError(f"{path}: not written by converge (no '{CHECKPOINT_KEY}' entry)")
     _, task = registry.find_task(meta["task"])
-    task_class = resolve(task.module)
+    task_class = resolve(task.task_class)
     model = task_class(**checkpoint["hyper_parameters"])
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])

@@ -137,7 +137,7 @@ def _manifest(task, example: formats.Inputs, checkpoint_path: Path, checkpoint: 
         "inputs": task.input_spec(example),
         "outputs": [{"name": name, "dtype": str(output.dtype).removeprefix("torch."),
                      "shape": ["batch", *output.shape[1:]]} for name in task.output_names],
-        "preprocessing": plain(task.spec),
+        "preprocessing": plain(task.serving_state()),
         "formats": {name: FORMAT_FILES[name] for name in wanted},
         "files": files,
         "verification": verification,

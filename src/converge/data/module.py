@@ -20,6 +20,16 @@ from converge.data.sampling import EpochSampler, ShardSampler
 
 
 class DataModule(pl.LightningDataModule, ABC):
+    """Base of plugin data sets: Lightning's hooks (`setup`, `*_dataloader`), plus `spec()`, and `loader()` for
+    the dataloaders.
+
+    Args:
+        batch_size: training batch size.
+        eval_batch_size: validation and test batch size (default: `batch_size`).
+        num_workers: DataLoader worker processes.
+        pin_memory: DataLoader's `pin_memory`.
+    """
+
     sampling_seed: int = 0  # the run's `seed`, set by converge when it builds the data module: see `loader`
 
     def __init__(self, batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,
@@ -32,12 +42,41 @@ class DataModule(pl.LightningDataModule, ABC):
 
     @abstractmethod
     def spec(self) -> dict[str, Any]:
-        """Plain-JSON facts about the data that the task and the exported model need."""
+        """The facts about the data the task is built from, asked before training, so computed from the training
+        split alone and identically on every rank. Saved in checkpoints and, through the task's
+        `serving_state`, in export bundles.
+
+        Returns:
+            Plain JSON: class names, input shape, normalisation, vocabulary, id maps...
+
+        Raises:
+            DataError: data that is missing or malformed, naming the file.
+
+        Example::
+
+            def spec(self):
+                train_x = self._load()["train"].tensors[0]
+                return {"features": self.features, "mean": train_x.mean(0).tolist()}
+        """
 
     def loader(self, dataset: Dataset, train: bool, collate_fn: Callable[[list], Any] | None = None) -> DataLoader:
-        """A DataLoader over `dataset`; for training, in an order (and with augmentations, for a
-        `SeededDataset`) drawn from (seed, epoch), so a resumed run trains exactly like an uninterrupted one;
-        for evaluation, in order, each sample read once across DDP ranks."""
+        """The DataLoader a plugin's `*_dataloader` hooks return. Training reads in an order (and, for a
+        `SeededDataset`, with augmentations) drawn from (seed, epoch), so a resumed run trains exactly like an
+        uninterrupted one; evaluation reads in order, each sample once across DDP ranks.
+
+        Args:
+            dataset: a map-style dataset.
+            train: training (shuffled by seed and epoch, `batch_size`) or evaluation (`eval_batch_size`).
+            collate_fn: DataLoader's, to batch samples (default: stack tensors).
+
+        Returns:
+            A `torch.utils.data.DataLoader`.
+
+        Example::
+
+            def train_dataloader(self):
+                return self.loader(self.splits["train"], train=True)
+        """
         trainer = getattr(self, "trainer", None)
         batch_size = self.batch_size if train else self.eval_batch_size
         sampler = (EpochSampler(dataset, self.sampling_seed, trainer.current_epoch if trainer else 0) if train

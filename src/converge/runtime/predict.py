@@ -1,15 +1,25 @@
-"""`converge predict`: batch inference on a bundle with onnxruntime (numpy only: no torch import)."""
+"""`converge predict`: batch inference on a bundle with onnxruntime (numpy only: no torch import).
+
+The edges of its input are checked here, the same for every plugin: an input that is missing, not a file or
+unreadable is refused before the plugin's preprocessor runs; no input at all, or an input that yields no request
+(a CSV with a header and no rows), is refused once the preprocessor has read them. Each is a DataError naming
+the input (exit code 2). Every answer is one line of valid JSON: a number JSON cannot hold (NaN, infinity, from a
+model that overflowed) is written as null, and that answer gets `"non_finite": true`. With --output the answers
+go to a temporary file next to it, renamed into place at the end: a failure leaves no partial output.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path, PurePath
 from typing import IO, Any
 
+from converge.errors import DataError
 from converge.runtime.bundle import Bundle
 from converge.runtime.processing import Postprocessor, Preprocessor, Request, positive_int
 
@@ -38,15 +48,69 @@ def batches(requests: Iterator[Request], size: int) -> Iterator[list[Request]]:
         yield batch
 
 
+def check_readable(inputs: Sequence[str]) -> None:
+    """Every input is a file this process can read (a plugin's reader would fail on it, as a traceback)."""
+    for path in inputs:
+        if not os.path.exists(path):
+            raise DataError(f"{path}: no such file")
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: not a file (name the input files themselves)")
+        if not os.access(path, os.R_OK):
+            raise DataError(f"{path}: cannot be read (permission denied)")
+
+
+def requests_of_every_input(requests: Iterable[Request], inputs: Sequence[str]) -> Iterator[Request]:
+    """The requests, checked as they pass: every input gives at least one, and there is at least one.
+
+    Requests come in input order, each named by its input (`file`, or `file:line` for a row), so an input whose
+    name no request bears was passed over: it held nothing to answer. Requests named otherwise (recsys's
+    `--user U`) count only towards "at least one"."""
+    waiting = list(inputs)
+    count = 0
+    for request in requests:
+        if waiting and _comes_from(request.source, waiting[0]):
+            waiting.pop(0)
+        count += 1
+        yield request
+    if waiting:
+        raise DataError(f"{waiting[0]}: nothing to predict in this input (a table with a header and no rows?)")
+    if not count:
+        raise DataError("no inputs: give the files to predict on (converge predict BUNDLE INPUT...)")
+
+
+def _comes_from(source: str, path: str) -> bool:
+    return any(source == name or source.startswith(f"{name}:") for name in (path, str(PurePath(path))))
+
+
+def answer_line(answer: dict[str, Any]) -> str:
+    """One JSON line. JSON has no NaN or infinity, so a non-finite number is written as null and the answer
+    says so with `"non_finite": true` (a reader never meets a line that is not JSON)."""
+    try:
+        return json.dumps(answer, allow_nan=False)
+    except ValueError:
+        return json.dumps({**_finite_or_null(answer), "non_finite": True})
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value
+
+
 def predict(bundle: Bundle, inputs: Sequence[str], options: argparse.Namespace, sink: IO[str]) -> int:
     """Write one JSON line per answer to `sink`; return how many."""
+    check_readable(inputs)
     preprocessor_class, postprocessor_class = processor_classes(bundle)
     preprocessor = preprocessor_class(bundle.manifest["preprocessing"], options)
     postprocessor = postprocessor_class(bundle.manifest["preprocessing"], options)
     session = bundle.session(options.format)
     output_name = bundle.manifest["outputs"][0]["name"]
     count = 0
-    for group in batches(preprocessor.requests(inputs), options.batch_size):
+    for group in batches(requests_of_every_input(preprocessor.requests(inputs), inputs), options.batch_size):
         feeds = preprocessor.collate(group)
         bundle.check_inputs(feeds, source=group[0].source if len(group) == 1 else f"{group[0].source}...")
         (outputs,) = session.run([output_name], feeds)
@@ -55,7 +119,7 @@ def predict(bundle: Bundle, inputs: Sequence[str], options: argparse.Namespace, 
             answer: dict[str, Any] = {"input": request.source}
             answer.update(postprocessor(request, outputs[start:start + request.rows]))
             start += request.rows
-            sink.write(json.dumps(answer) + "\n")
+            sink.write(answer_line(answer) + "\n")
             count += 1
     return count
 

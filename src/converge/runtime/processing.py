@@ -1,7 +1,7 @@
 """What a plugin gives the runtime: turning user inputs into model inputs, and outputs into answers.
 
 Both sides are built from the bundle's preprocessing state (the task's plain-JSON
-spec) alone, and may import numpy and the standard library only (plus a
+`serving_state()`) alone, and may import numpy and the standard library only (plus a
 format reader such as Pillow), so `converge predict` starts fast and needs no
 training code.
 """
@@ -30,9 +30,16 @@ def positive_int(text: str) -> int:
 
 @dataclass
 class Request:
-    """One answer to produce: its model inputs, one or more rows each (a leading row axis)."""
+    """One answer to produce: its model inputs, one or more rows each (a leading row axis).
 
-    source: str  # what the answer and any error name: a file, or file:line
+    Args:
+        source: what the answer and any error name: the input path as given, or `path:line` for one row of it
+            (`converge predict` tells an input that gave no request by this name), or another label for a
+            request that comes from no file (`--user 7`).
+        inputs: model input name -> array, with a leading row axis.
+    """
+
+    source: str
     inputs: dict[str, np.ndarray]
 
     @property
@@ -41,7 +48,15 @@ class Request:
 
 
 class Preprocessor(ABC):
-    """Reads user inputs (files) into Requests. Subclasses implement `requests`."""
+    """Reads user inputs (files) into Requests. Subclasses implement `requests`.
+
+    `converge predict` has already checked that every input is a readable file, and checks that each gives at
+    least one request: a preprocessor checks only what its format means.
+
+    Args:
+        spec: the bundle's serving state (`TaskModule.serving_state`, plain JSON).
+        options: `converge predict`'s parsed options, those of `add_arguments` included.
+    """
 
     def __init__(self, spec: Mapping[str, Any], options: argparse.Namespace | None = None) -> None:
         self.spec = spec
@@ -49,25 +64,83 @@ class Preprocessor(ABC):
 
     @staticmethod  # noqa: B027 - an optional hook, empty by default
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        """Extra `converge predict` options this plugin understands (none by default)."""
+        """Extra `converge predict` options this plugin understands (none by default); they arrive in `options`.
+
+        Args:
+            parser: the command's argparse parser.
+
+        Example::
+
+            @staticmethod
+            def add_arguments(parser):
+                parser.add_argument("--text-column", default="text", help="the CSV column holding the text")
+        """
 
     @abstractmethod
     def requests(self, paths: Sequence[str]) -> Iterator[Request]:
-        """One Request per answer, in input order; a bad input raises DataError naming it."""
+        """Read the inputs into requests, lazily (a large file is never held whole).
+
+        Args:
+            paths: the input files, as given on the command line.
+
+        Returns:
+            One Request per answer, in input order, each named after its input (see `Request.source`).
+
+        Raises:
+            DataError: an input the model cannot take (a wrong size, a missing column), naming the file (and line).
+
+        Example::
+
+            def requests(self, paths):
+                for path in paths:
+                    yield Request(path, {"images": read_image(path)[None]})
+        """
 
     def collate(self, requests: Sequence[Request]) -> dict[str, np.ndarray]:
-        """Stack the rows of several requests into one model batch (override to pad sequences)."""
+        """One model batch from several requests: their rows stacked, by default (override to pad sequences).
+
+        Args:
+            requests: up to `--batch-size` requests.
+
+        Returns:
+            Model input name -> array, checked against the bundle's manifest before the model runs.
+
+        Example::
+
+            def collate(self, requests):
+                return {"token_ids": pad([row for r in requests for row in r.inputs["token_ids"]])}
+        """
         return {name: np.concatenate([r.inputs[name] for r in requests]) for name in requests[0].inputs}
 
 
 class Postprocessor:
-    """Turns the model's output rows for one request into a JSON-ready answer."""
+    """Turns the model's output rows for one request into a JSON-ready answer (a plain one by default).
+
+    Args:
+        spec: the bundle's serving state (`TaskModule.serving_state`, plain JSON).
+        options: `converge predict`'s parsed options.
+    """
 
     def __init__(self, spec: Mapping[str, Any], options: argparse.Namespace | None = None) -> None:
         self.spec = spec
         self.options = options or argparse.Namespace()
 
     def __call__(self, request: Request, outputs: np.ndarray) -> dict[str, Any]:
+        """The answer to one request.
+
+        Args:
+            request: the request, as the preprocessor made it.
+            outputs: the model's output rows for it (`request.rows` of them).
+
+        Returns:
+            JSON-ready fields of the answer line (`input`, the request's source, is added to them). A non-finite
+            float is written as null and flags the answer `"non_finite": true`.
+
+        Example::
+
+            def __call__(self, request, outputs):
+                return {"prediction": float(outputs[0])}
+        """
         return {"outputs": outputs.tolist()}
 
 

@@ -7,13 +7,16 @@ and checks the run directory, the checkpoint contract and resuming; then exports
 the checkpoint in every format (int8 included), checks the bundle's verification,
 and, when the task declares a preprocessor and the class implements
 `predict_inputs`, runs `converge predict` on those files in a fresh interpreter
-that must never import torch or Lightning, and checks that no answer depends on
-the other requests of its batch.
+that must never import torch or Lightning, checks that every answer is valid JSON
+and that no answer depends on the other requests of its batch, and that bad input
+(a missing or unreadable file, no input, an input with nothing to predict) is one
+message naming it, exit code 2, and no output file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +25,8 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
-from converge.testing.compose import compose
+from converge.layout import METRICS_FILE, TENSORBOARD_DIR, last_checkpoint
+from converge.testing.compose import compose, predict
 
 ALL_FORMATS = ["export.formats=[onnx,torchscript,torch_export]", "export.quantize=int8"]
 _PREDICT_WITHOUT_TORCH = """
@@ -45,6 +49,11 @@ class PluginConformance:
         """Write a few real input files for `converge predict` into `folder`; None skips the predict test."""
         return None
 
+    def empty_predict_input(self, folder: Path) -> str | None:
+        """Write into `folder` an input file of your format that holds nothing to predict (a CSV with its header
+        and no rows), which `converge predict` must refuse; None (a format that cannot be empty) skips the test."""
+        return None
+
     @pytest.fixture(scope="class")
     def trained(self, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         """One smoke training run shared by the tests of the class."""
@@ -52,41 +61,44 @@ class PluginConformance:
 
         run_dir = tmp_path_factory.mktemp("run") / "smoke"
         cfg = compose([*self.overrides, *SMOKE], output_dir=run_dir)
-        configured = cfg.monitor.metric  # read before train(), which fills in the task's default
         train(cfg)
-        return {"cfg": cfg, "configured_monitor": configured, "run_dir": run_dir,
-                "metrics": json.loads((run_dir / "metrics.json").read_text())}
+        return {"cfg": cfg, "run_dir": run_dir, "metrics": json.loads((run_dir / METRICS_FILE).read_text())}
 
     def test_train_writes_run_directory(self, trained: dict[str, Any]) -> None:
         run_dir, metrics = trained["run_dir"], trained["metrics"]
-        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+        assert last_checkpoint(run_dir).is_file()
         assert metrics["kept"]["checkpoint"] and Path(metrics["kept"]["checkpoint"]).is_file()
         assert metrics["monitor"] and metrics["mode"] in ("min", "max")
         assert metrics["test"], "the best checkpoint was not tested"
         assert all(key.startswith("test/") for key in metrics["test"])
-        assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+        assert list((run_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*"))
 
     def test_checkpoint_is_weights_only_and_rebuilds(self, trained: dict[str, Any]) -> None:
         from converge.app.build import load_task
 
-        path = trained["run_dir"] / "checkpoints" / "last.ckpt"
+        path = last_checkpoint(trained["run_dir"])
         torch.load(path, weights_only=True)  # plain data only: loads without trusting the file
         task, checkpoint = load_task(path)
         assert checkpoint["epoch"] == trained["metrics"]["epochs_trained"] - 1
-        # The run followed the configured metric, or the task's own when none was configured.
-        assert trained["metrics"]["monitor"] == (trained["configured_monitor"] or type(task).monitor)
+        # The task is rebuilt from the data's spec: what serving needs beyond it goes through `serving_state`.
+        assert task.spec == checkpoint["hyper_parameters"]["spec"], "the task wrote into its spec"
+        json.dumps(task.serving_state(), allow_nan=False)  # plain JSON, for the bundle's manifest
+        # The run followed the monitor of its composed config: the configured metric, else the task's own.
+        assert trained["metrics"]["monitor"] == trained["cfg"].monitor.metric
+        if not any(override.startswith("monitor.metric=") for override in self.overrides):
+            assert trained["cfg"].monitor.metric == type(task).monitor
 
     def test_resume_continues_from_last(self, trained: dict[str, Any], tmp_path: Path) -> None:
         from converge.app.train import train
 
-        last = trained["run_dir"] / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(trained["run_dir"])
         epochs = trained["metrics"]["epochs_trained"]
         cfg = compose([*self.overrides, *SMOKE, f"ckpt_path={last}", f"trainer.max_epochs={epochs + 1}"],
                       output_dir=tmp_path / "resumed")
         train(cfg)
-        resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+        resumed = json.loads((tmp_path / "resumed" / METRICS_FILE).read_text())
         assert resumed["epochs_trained"] == epochs + 1
-        assert torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == epochs
+        assert torch.load(last_checkpoint(tmp_path / "resumed"), weights_only=True)["epoch"] == epochs
 
     def test_evaluate_checkpoint(self, trained: dict[str, Any], tmp_path: Path) -> None:
         from converge.app.evaluate import evaluate
@@ -141,24 +153,54 @@ class PluginConformance:
                                    "--output", str(output), "--batch-size", "2", "--format", model_format],
                                   capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, done.stderr[-3000:]
-            answers = [json.loads(line) for line in output.read_text().splitlines()]
+            answers = [json.loads(line, parse_constant=_refuse) for line in output.read_text().splitlines()]
             sources = [answer["input"] for answer in answers]  # a file, or file:line for many answers a file
             assert all(any(source.startswith(str(path)) for path in inputs) for source in sources)
             assert all(any(source.startswith(str(path)) for source in sources) for path in inputs)
 
     def test_answers_do_not_depend_on_the_batch(self, bundle: Path, tmp_path: Path) -> None:
         """One request at a time or several to a batch (padded, or bags of ids), each answer is the same."""
-        from converge.runtime.predict import main
-
         inputs = self.predict_inputs(tmp_path)
         if inputs is None:
             pytest.skip("the test class gives no predict_inputs")
         answers = []
         for size in ("1", "3"):
             output = tmp_path / f"batch{size}.jsonl"
-            assert main([str(bundle), *inputs, "--output", str(output), "--batch-size", size]) == 0
+            assert predict([str(bundle), *inputs, "--output", str(output), "--batch-size", size]) == 0
             answers.append([json.loads(line) for line in output.read_text().splitlines()])
         assert _close(answers[0], answers[1]), f"batch 1: {answers[0]}\nbatch 3: {answers[1]}"
+
+    @pytest.mark.parametrize("case", ["missing file", "unreadable file", "no inputs", "empty input"])
+    def test_predict_refuses_bad_input_naming_it(self, bundle: Path, tmp_path: Path, case: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+        """One message naming the input, exit code 2, and no output file (not even a partial one)."""
+        folder = tmp_path / "inputs"
+        folder.mkdir()
+        if self.predict_inputs(folder) is None:
+            pytest.skip("the test class gives no predict_inputs")
+        inputs = {"missing file": [str(folder / "missing.csv")], "no inputs": []}.get(case)
+        if case == "unreadable file":
+            (folder / "locked.csv").write_text("text\n")
+            (folder / "locked.csv").chmod(0)
+            if os.access(folder / "locked.csv", os.R_OK):
+                pytest.skip("running as root: a file without permissions is still readable")
+            inputs = [str(folder / "locked.csv")]
+        if case == "empty input":
+            empty = self.empty_predict_input(folder)
+            if empty is None:
+                pytest.skip("the test class gives no empty_predict_input")
+            inputs = [empty]
+        output = tmp_path / "out" / "answers.jsonl"
+        output.parent.mkdir()
+        assert predict([str(bundle), *inputs, "--output", str(output)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("converge: error: ") and "Traceback" not in error, error
+        assert all(path in error for path in inputs), error
+        assert not list(output.parent.iterdir()), "a refused input left output behind"
+
+
+def _refuse(constant: str) -> None:
+    raise AssertionError(f"an answer holds {constant}, which is not JSON (write null and non_finite: true)")
 
 
 def _close(a: Any, b: Any, tolerance: float = 1e-4) -> bool:

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from converge.layout import TENSORBOARD_DIR
+
 
 def read_events(run_dir: str | Path) -> EventAccumulator:
     """Every event of the run's tensorboard/ folder (no sampling of images, texts or layouts)."""
-    events = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    events = EventAccumulator(str(Path(run_dir) / TENSORBOARD_DIR), size_guidance={"images": 0, "tensors": 0})
     events.Reload()
     return events
 

@@ -16,9 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from converge.data.module import DataModule
-from converge.data.sampling import ShardSampler, world_and_rank
-from converge.errors import ConfigError, DataError
+from converge import ConfigError, DataError, DataModule, ShardSampler, world_and_rank
 from converge_recsys.preprocessing import Encoder, IdMap, build_spec, fit_features
 from converge_recsys.sources import InteractionData
 from converge_recsys.splits import split as split_rows
@@ -65,7 +63,7 @@ class EpochBatches(IterableDataset):
             yield u, i, self.user_table[u], self.item_table[i], targets[pick]
 
     def _shard(self) -> list[int]:
-        return list(ShardSampler(range(self.num_rows), self.batch_size))
+        return list(ShardSampler(range(self.num_rows), self.batch_size, world_and_rank()))
 
 
 class UserRankingRows(Dataset):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converge.errors import ConfigError, DataError
+from converge import ConfigError, DataError
 
 DUPLICATE_POLICIES = ("error", "last", "mean")
 SCALE_POLICIES = ("error", "clip", "drop")

@@ -1,7 +1,6 @@
 """The recommendation plugin's registration: what `converge plugins` lists (no torch import here)."""
 
-from converge.fetch import WheelDataset
-from converge.plugin import Plugin, Task
+from converge import Plugin, Task, WheelDataset
 
 _ML100K_DIR = "recbole/dataset_example/ml-100k"
 
@@ -32,14 +31,14 @@ plugin = Plugin(
     tasks=(
         Task(
             name="rating_prediction",
-            module="converge_recsys.task:RatingPrediction",
+            task_class="converge_recsys.task:RatingPrediction",
             preprocessor=_PREPROCESSOR,
             postprocessor=_POSTPROCESSOR,
             description="explicit ratings: (user, item) -> rating (RMSE, MAE)",
         ),
         Task(
             name="topk_ranking",
-            module="converge_recsys.task:TopKRanking",
+            task_class="converge_recsys.task:TopKRanking",
             preprocessor=_PREPROCESSOR,
             postprocessor=_POSTPROCESSOR,
             description="implicit feedback: top-K items per user (HR@10, NDCG@10, Recall@10; full or sampled ranking)",

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from converge.errors import ConfigError, DataError
+from converge import ConfigError, DataError
 
 UNKNOWN = 0
 UNKNOWN_POLICIES = ("fallback", "error")

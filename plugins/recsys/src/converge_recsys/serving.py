@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from converge.errors import DataError
-from converge.runtime.processing import Postprocessor, Preprocessor, Request, positive_int
+from converge import DataError, Postprocessor, Preprocessor, Request, positive_int
 from converge_recsys.interactions import read_table
 from converge_recsys.preprocessing import Encoder
 

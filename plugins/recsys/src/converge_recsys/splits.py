@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from converge.errors import ConfigError
+from converge import ConfigError
 
 PROTOCOLS = ("random", "kfold", "leave_last_out")
 Split = dict[str, np.ndarray]

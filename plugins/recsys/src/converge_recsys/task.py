@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from converge.errors import ConfigError
-from converge.task import TaskModule
+from converge import ConfigError, TaskModule
 from converge_recsys.metrics import TopK
 from converge_recsys.pictures import log_item_embeddings
 
@@ -42,8 +41,11 @@ class Recommender(TaskModule):
         self.net = instantiate(dict(net), spec=dict(spec))
         self.l2 = float(l2)
         self.input_names = FEATURE_INPUTS if self.net.uses_features else PAIR_INPUTS
-        self.spec["model_inputs"] = list(self.input_names)  # what the runtime's preprocessor feeds
         self.threads = threads
+
+    def serving_state(self) -> dict[str, Any]:
+        """The data spec, plus the inputs the exported network reads (pairs, or pairs with features)."""
+        return {**super().serving_state(), "model_inputs": list(self.input_names)}
 
     def setup(self, stage: str) -> None:
         # Embedding lookups on small batches lose from intra-op threads, badly so on a shared machine

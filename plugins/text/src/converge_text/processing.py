@@ -8,7 +8,7 @@ spec) and is the very code the data module trained with. Inputs:
   `--text-column` (default `text`; a label column, if present, is ignored).
 
 A batch is padded rows, or bags of ids (flat ids plus offsets) for a model
-exported that way (the spec's `token_layout`). An empty text is an all-padding
+exported that way (`token_layout` in the task's serving state). An empty text is an all-padding
 row or an empty bag (the model's prior); bytes that are not UTF-8 are an error
 naming the file and line.
 """
@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converge.errors import DataError
-from converge.runtime.processing import Preprocessor, Request
+from converge import DataError, Preprocessor, Request
 from converge_text.sources import decoded_lines, read_table
 from converge_text.tokenizer import TextTokenizer, bags, pad, unpad
 

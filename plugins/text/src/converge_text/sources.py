@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from converge.errors import DataError, UnknownNameError
+from converge import DataError, UnknownNameError
 
 
 @dataclass

@@ -12,9 +12,7 @@ from hydra.utils import instantiate
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from converge.diagnostics.confusion import log_confusion_matrix
-from converge.errors import ConfigError
-from converge.task import TaskModule
+from converge import ConfigError, TaskModule, log_confusion_matrix
 from converge_text.models import pad_bags
 from converge_text.tokenizer import bags, unpad
 
@@ -31,8 +29,8 @@ class TextClassifier(TaskModule):
     too big for plain JSON, and the exported model then needs nothing but the ids.
 
     It trains on padded rows. A network with `for_inference()` (fastText) is exported as that module, which
-    reads bags of ids instead (flat `token_ids` and per-text `offsets`, no padding): the spec's
-    `token_layout` tells the runtime's preprocessor which layout to feed.
+    reads bags of ids instead (flat `token_ids` and per-text `offsets`, no padding): the serving
+    state's `token_layout` tells the runtime's preprocessor which layout to feed.
     """
 
     monitor = "val/acc"
@@ -69,10 +67,13 @@ class TextClassifier(TaskModule):
                               f"data.tokenizer.bigram_buckets=0 data.tokenizer.term_frequency=raw")
         self.label_smoothing, self.token_weighting, self.loss = label_smoothing, token_weighting, loss
         self.serves_bags = hasattr(self.net, "for_inference")
-        self.spec["token_layout"] = "bags" if self.serves_bags else "padded"  # what the runtime's preprocessor feeds
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         return self.net(token_ids)
+
+    def serving_state(self) -> dict[str, Any]:
+        """The data spec, plus the layout the exported model reads: bags of ids or padded rows."""
+        return {**super().serving_state(), "token_layout": "bags" if self.serves_bags else "padded"}
 
     def export_inputs(self, inputs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         (token_ids,) = inputs

@@ -10,10 +10,7 @@ import torch
 from hydra.utils import instantiate
 from torchvision.transforms import v2
 
-from converge.data.module import DataModule
-from converge.data.sampling import SeededDataset
-from converge.data.splits import check_folds, stratified_split, validation_split
-from converge.errors import ConfigError
+from converge import ConfigError, DataModule, SeededDataset, check_folds, stratified_split, validation_split
 from converge_vision.sources import ImageSet
 
 _STATS_SAMPLE = 2000  # images used for the normalisation statistics (all of them for small sets)

@@ -52,7 +52,7 @@ def torchvision_classifier(name: str, in_channels: int, num_classes: int, **kwar
     """Any torchvision classifier by name (randomly initialised), with a 1x1 adapter when not RGB."""
     from torchvision.models import get_model, list_models
 
-    from converge.errors import UnknownNameError
+    from converge import UnknownNameError
 
     known = list_models(module=__import__("torchvision").models)
     if name not in known:

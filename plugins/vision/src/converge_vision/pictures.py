@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from converge.diagnostics.dashboards import validation_predictions
-from converge.task import TaskModule
+from converge import TaskModule, validation_predictions
 
 _RIGHT, _WRONG = (0, 120, 0), (200, 0, 0)
 

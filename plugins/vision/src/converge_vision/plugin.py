@@ -1,7 +1,6 @@
 """The vision plugin's registration: what `converge plugins` lists."""
 
-from converge.fetch import WheelDataset
-from converge.plugin import Plugin, Task
+from converge import Plugin, Task, WheelDataset
 
 MNIST5K = WheelDataset(
     name="mnist5k",
@@ -21,9 +20,9 @@ plugin = Plugin(
     tasks=(
         Task(
             name="image_classification",
-            module="converge_vision.task:ImageClassifier",
+            task_class="converge_vision.task:ImageClassifier",
             preprocessor="converge_vision.processing:ImagePreprocessor",
-            postprocessor="converge.runtime.processing:ClassificationPostprocessor",
+            postprocessor="converge:ClassificationPostprocessor",
             description="single-label image classification (accuracy, macro-F1)",
         ),
     ),

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converge.errors import DataError
-from converge.runtime.processing import Preprocessor, Request
+from converge import DataError, Preprocessor, Request
 
 _MODES = {1: "L", 3: "RGB"}
 

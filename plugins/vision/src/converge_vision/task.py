@@ -11,8 +11,7 @@ from hydra.utils import instantiate
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from converge.diagnostics.confusion import log_confusion_matrix
-from converge.task import TaskModule
+from converge import TaskModule, log_confusion_matrix
 from converge_vision.pictures import log_predicted_samples
 
 
