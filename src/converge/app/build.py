@@ -116,6 +116,18 @@ def check_hardware(trainer: DictConfig) -> None:
                 f"trainer.devices={devices}) but this machine has {available}. "
                 f"Use hardware=cpu, hardware=ddp_cpu or hardware=auto."
             )
+    nodes = trainer.get("num_nodes", 1)
+    if isinstance(nodes, int) and nodes > 1 and not _cluster_started_this_process():
+        raise HardwareError(
+            f"trainer.num_nodes={nodes}: a run over several machines is started on each of them by torchrun or "
+            f"SLURM (see conf/hardware/multinode.yaml), which this process was not. On one machine use "
+            f"hardware=ddp_cpu or hardware=ddp."
+        )
+
+
+def _cluster_started_this_process() -> bool:
+    """torchrun sets WORLD_SIZE and friends; SLURM sets SLURM_NTASKS (Lightning's own cluster environments)."""
+    return "WORLD_SIZE" in os.environ or "SLURM_NTASKS" in os.environ
 
 
 def use_threads(cfg: DictConfig) -> int:
