@@ -65,7 +65,7 @@ def refusal(path: str, target: str, values: Mapping[str, Any], error: BaseExcept
 
 def _mentions(text: str, key: str, value: Any) -> bool:
     words = [re.escape(str(key))] + ([re.escape(str(value))] if isinstance(value, (int, float, str)) else [])
-    return any(re.search(rf"(?<![\w.]){word}(?![\w.])", text) for word in words)
+    return any(re.search(rf"(?<![\w.]){word}(?![\w.])", text, re.IGNORECASE) for word in words)
 
 
 def shown(value: Any) -> str:

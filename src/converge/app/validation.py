@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     NonNegativeFloat,
@@ -126,7 +127,7 @@ class Train(_Command):
     test_after_fit: bool = True
     cv: CrossValidation = CrossValidation()
     monitor: Monitor = Monitor()
-    scheduler: LRScheduler | None = None
+    scheduler: Annotated[LRScheduler | None, BeforeValidator(lambda node: node or None)] = None  # {}: none
 
 
 class Eval(_Command):
@@ -205,19 +206,19 @@ def _problems(cfg: DictConfig, command: str) -> Problems:
 
 
 def _with_task_monitor(cfg: DictConfig) -> DictConfig:
-    """monitor.metric and .mode null mean the task's own, which converge.app.train fills in before building:
-    fill them the same way on a copy, so the callbacks and the schedule that interpolate them are checked with
-    the values they will get."""
-    task = OmegaConf.select(cfg, "model._target_", throw_on_missing=False)
-    if not isinstance(cfg.get("monitor"), DictConfig) or not isinstance(task, str):
+    """monitor.metric and .mode null mean the task's own, which converge.app.train fills in once the task is built:
+    fill them on a copy, from the task class (or TaskModule's default where a factory picks the class), so the
+    callbacks and the schedule that interpolate them are checked with values of the kind they will get."""
+    if not isinstance(cfg.get("monitor"), DictConfig):
         return cfg
     try:
-        task_class = resolve(task)
+        task = resolve(str(OmegaConf.select(cfg, "model._target_", default="", throw_on_missing=False)))
     except PluginError:
-        return cfg  # reported as the model's _target_
+        task = None  # reported as the model's _target_
     filled = copy.deepcopy(cfg)
-    filled.monitor.metric = filled.monitor.metric or getattr(task_class, "monitor", None)
-    filled.monitor.mode = filled.monitor.mode or getattr(task_class, "mode", None)
+    for key, default in (("metric", "val/loss"), ("mode", "min")):
+        own = getattr(task, key, None)
+        filled.monitor[key] = filled.monitor[key] or (own if isinstance(own, str) else default)
     return filled
 
 
@@ -240,7 +241,7 @@ def _check_model(problems: Problems, path: str, value: Any, model: type[BaseMode
             field = model.model_fields.get(key)
             if field is None and model.model_config.get("extra") == "forbid":
                 _add(problems, _join(path, key), item, _unknown(key, list(model.model_fields), path))
-            elif field is not None and item is not None and _closed_model(field.annotation):
+            elif field is not None and item and _closed_model(field.annotation):
                 _check_model(problems, _join(path, key), item, _closed_model(field.annotation))
     try:
         model.model_validate(value)
