@@ -198,10 +198,8 @@ def _problems(cfg: DictConfig, command: str) -> Problems:
     _check_model(problems, "", config, SCHEMAS[command])
     for path, node in _targets("", config):
         _check_target(problems, path, node)
-    if not problems:  # torch's own range checks, on values already of the right types
-        _check_partial(problems, "optim", config.get("optim"), _dummy_optimizer)
-        _check_partial(problems, "scheduler.schedule", (config.get("scheduler") or {}).get("schedule"),
-                       _dummy_schedule)
+    _check_partial(problems, "optim", config.get("optim"), _dummy_optimizer)
+    _check_partial(problems, "scheduler.schedule", (config.get("scheduler") or {}).get("schedule"), _dummy_schedule)
     return problems
 
 
@@ -375,7 +373,8 @@ def _dummy_schedule(make: Callable[..., Any]) -> Any:
 
 
 def _check_partial(problems: Problems, path: str, node: Any, build: Callable[[Callable[..., Any]], Any]) -> None:
-    if not isinstance(node, dict) or "_target_" not in node:
+    """torch's own range checks (`Invalid learning rate: -1`), on a node whose values are of the right types."""
+    if not isinstance(node, dict) or "_target_" not in node or any(key.startswith(path) for key in problems):
         return
     from hydra.utils import instantiate
 
