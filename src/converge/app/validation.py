@@ -210,7 +210,7 @@ def _with_task_monitor(cfg: DictConfig) -> DictConfig:
     if not isinstance(cfg.get("monitor"), DictConfig):
         return cfg
     try:
-        task = resolve(str(OmegaConf.select(cfg, "model._target_", default="", throw_on_missing=False)))
+        task = _import(str(OmegaConf.select(cfg, "model._target_", default="", throw_on_missing=False)))
     except PluginError:
         task = None  # reported as the model's _target_
     filled = copy.deepcopy(cfg)
@@ -257,7 +257,9 @@ def _closed_model(annotation: Any) -> type[BaseModel] | None:
 
 
 def _add_errors(problems: Problems, path: str, value: Any, error: ValidationError) -> None:
-    """pydantic's errors by the config key they are about (its locations also name union members: dropped)."""
+    """pydantic's errors by the config key they are about (its locations also name union members: dropped; the
+    errors of one key are then the members' alternatives, joined by "or")."""
+    found: dict[str, tuple[Any, list[str]]] = {}
     for detail in error.errors(include_url=False, include_context=False):
         key, node = path, value
         for part in detail["loc"]:
@@ -270,7 +272,10 @@ def _add_errors(problems: Problems, path: str, value: Any, error: ValidationErro
         if node == _MISSING or (detail["type"] == "extra_forbidden" and key in problems):
             continue  # already reported: as required, or with suggestions
         unknown = detail["type"] == "extra_forbidden"
-        _add(problems, key, node, "unknown key" if unknown else detail["msg"].removeprefix("Value error, "))
+        found.setdefault(key, (node, []))[1].append("unknown key" if unknown else
+                                                    detail["msg"].removeprefix("Value error, "))
+    for key, (node, alternatives) in found.items():
+        _add(problems, key, node, " or ".join(dict.fromkeys(alternatives)))
 
 
 # -- the nodes that build something --------------------------------------------------------------------------
@@ -310,7 +315,7 @@ def parameters(target: str) -> tuple[frozenset[str] | None, dict[str, Any]]:
 
     Raises:
         PluginError: `target` cannot be imported."""
-    built = resolve(target)
+    built = _import(target)
     functions = [klass.__dict__["__init__"] for klass in built.__mro__ if "__init__" in klass.__dict__] \
         if isinstance(built, type) else [built]
     names: set[str] = set()
@@ -328,6 +333,13 @@ def parameters(target: str) -> tuple[frozenset[str] | None, dict[str, Any]]:
         if not _passes_to_super(function, forwarded):
             return None, annotations
     return None, annotations
+
+
+def _import(target: str) -> Any:
+    try:
+        return resolve(target)
+    except ValueError as error:  # not an import path at all ("", "foo")
+        raise PluginError(f"cannot import '{target}': {error}") from None
 
 
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:
