@@ -37,7 +37,7 @@ def test_cfg_job_prints_the_composed_config_with_overrides() -> None:
     (["train", "experiment=vision/digits", "model=vision/resnet"], "Did you mean: vision/resnet18"),
     (["train", "experiment=vision/digits", "hardware=ddp_gpu"], "unknown hardware config 'ddp_gpu'"),
     (["train", "-m", "experiment=vision/digits", "optim=adamw,sgdd"], "unknown optim config 'sgdd'"),
-    (["train", "experiment=vision/digits", "optim.lrr=1"], "Could not override 'optim.lrr'"),
+    (["train", "experiment=vision/digits", "optim.lrr=1"], "optim has no key 'lrr'.\nDid you mean: optim.lr?"),
     (["train", "data=vision/digits"], "You must specify 'model'"),
     (["data", "fetch", "mnist"], "Did you mean: mnist5k?"),
     (["train", "experiment=vision/digits", "plugins.extra=[no_such_module]"], "cannot import 'no_such_module'"),

@@ -8,14 +8,18 @@ answers the others (plugins, data) without importing torch or Lightning, so
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
-import re
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
-from converge.errors import ConvergeError, ReportError, UnknownNameError, report, run_reporting_errors
+from converge.errors import ConfigError, ConvergeError, ReportError, UnknownNameError, report, run_reporting_errors
 
 USAGE = """\
 usage: converge COMMAND [ARGS]
@@ -40,8 +44,22 @@ Hydra's flags work on train, eval and export: --cfg job, --info, -m (sweep), hyd
 Run `converge train --help` for the config groups and their options.
 """
 
-_OVERRIDE = re.compile(r"^(\+\+|\+|~)?([A-Za-z_][\w/]*)(@[\w.]*)?=(.*)$")
-_EXTRA_PLUGINS = re.compile(r"^[+~]*plugins\.extra=(.*)$")
+INTERNAL_ERROR = "converge: internal error (a bug in converge or a plugin, please report it with the traceback above)"
+_HYDRA_COMMANDS = {
+    "train": ("converge.app.train:train", "compose, train, test the best checkpoint, write the run directory"),
+    "eval": ("converge.app.evaluate:evaluate", "evaluate a checkpoint on its test split (split=val: validation)"),
+    "export": ("converge.app.export:export", "write a bundle of the checkpoint, verified against eager PyTorch"),
+}
+_EXAMPLES = {
+    "train": ["converge train experiment=vision/digits optim.lr=3e-3 trainer.max_epochs=30",
+              "converge train data=vision/mnist5k model=vision/resnet18 scheduler=onecycle",
+              "converge train -m experiment=vision/digits optim.lr=1e-3,3e-3",
+              "converge train experiment=vision/digits --cfg job      # print the composed config, run nothing"],
+    "eval": ["converge eval task_name=vision-digits ckpt_path=best",
+             "converge eval ckpt_path=outputs/vision-digits/runs/<date>/checkpoints/last.ckpt split=val"],
+    "export": ["converge export task_name=vision-digits ckpt_path=best export.dir=digits-bundle",
+               "converge export task_name=vision-digits ckpt_path=best export.quantize=int8"],
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,9 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"converge {version('converge')}")
         return 0
     handlers: dict[str, Callable[[list[str]], int]] = {
-        "train": lambda a: _hydra_command("train", "converge.app.train:train", a),
-        "eval": lambda a: _hydra_command("eval", "converge.app.evaluate:evaluate", a),
-        "export": lambda a: _hydra_command("export", "converge.app.export:export", a),
+        **{name: partial(_hydra_command, name) for name in _HYDRA_COMMANDS},
         "predict": lambda a: _runtime_command("converge.runtime.predict", a),
         "bench": lambda a: _runtime_command("converge.app.bench", a),
         "plugins": _plugins_command,
@@ -72,45 +88,156 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[command](rest)
     except ConvergeError as error:
         return report(error)
+    except Exception:  # not the user's mistake: the traceback is for the report
+        traceback.print_exc()
+        print(INTERNAL_ERROR, file=sys.stderr)
+        return 1
 
 
 # -- Hydra commands -----------------------------------------------------------------------------
-def _hydra_command(config_name: str, target: str, args: list[str]) -> int:
-    _export_extra_plugins(args)
-    _check_config_choices(args)
-    if config_name == "train":
+def _hydra_command(command: str, args: list[str]) -> int:
+    if "-h" in args or "--help" in args:
+        print(_command_help(command), end="")
+        return 0
+    overrides = _parse_overrides(args)
+    _export_extra_plugins(overrides)
+    _check_config_choices(overrides)
+    if command == "train":
         from converge.app.cross_validation import fold_arguments
 
         args = fold_arguments(args)  # cv.folds=K: a multirun over the K folds
-    import warnings
-
-    # conf/hydra/launcher/submitit_*.yaml are checked against the launcher plugin's schema of the same name,
-    # which Hydra does with a deprecation warning (the checking is what we want)
-    warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema", category=UserWarning)
     args = [*args, *_scratch_output_for_other_ranks()]
+    if ("--cfg" in args or "-c" in args) and "--resolve" not in args:
+        args.append("--resolve")  # print the values a run uses (its monitor is the task's own unless set)
     import hydra
 
     from converge.app.resolvers import register_resolvers
 
     register_resolvers()
-
-    from converge.plugin import resolve
-
     started = False
 
     def task(cfg: Any) -> Any:
         nonlocal started
         started = True
-        return run_reporting_errors(lambda: resolve(target)(cfg))
+        return run_reporting_errors(lambda: _run_validated(command, cfg))
 
-    sys.argv = [sys.argv[0], *args]  # Hydra reads its overrides and flags from sys.argv
     try:
-        hydra.main(version_base="1.3", config_path="pkg://converge.conf", config_name=config_name)(task)()
-    except SystemExit as exit_:
-        if exit_.code == 1 and not started:
-            return 2  # Hydra printed why the config does not compose: a user error
-        raise
+        with _hydra_raising(), _argv(args), warnings.catch_warnings():
+            # conf/hydra/launcher/submitit_*.yaml are checked against the launcher plugin's schema of the same
+            # name, which Hydra does with a deprecation warning (the checking is what we want)
+            warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema",
+                                    category=UserWarning)
+            hydra.main(version_base="1.3", config_path="pkg://converge.conf", config_name=command)(task)()
+    except SystemExit as exit_:  # a user error, already reported by run_reporting_errors, or Hydra's own exit
+        return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    except Exception as error:
+        if started or not _is_config_error(error):
+            raise
+        raise _composition_error(error, args) from None
     return 0
+
+
+def _run_validated(command: str, cfg: Any) -> Any:
+    """Validate the composed config, then run the command; an invalid config leaves no run directory."""
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from converge.app.run_dir import discard_if_untrained
+    from converge.app.validation import validate
+    from converge.plugin import resolve
+
+    try:
+        validate(cfg, command)
+    except ConvergeError:
+        discard_if_untrained(Path(HydraConfig.get().runtime.output_dir))
+        raise
+    return resolve(_HYDRA_COMMANDS[command][0])(cfg)
+
+
+@contextmanager
+def _argv(args: list[str]) -> Iterator[None]:
+    """Hydra reads its overrides and flags from sys.argv: give it ours, for the call only."""
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "converge", *args]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+@contextmanager
+def _hydra_raising() -> Iterator[None]:
+    """HYDRA_FULL_ERROR=1 for the call: Hydra raises its errors (made converge's here) instead of printing them."""
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved
+
+
+def _is_config_error(error: Exception) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(error, (HydraException, OmegaConfBaseException))
+
+
+def _composition_error(error: Exception, args: list[str]) -> ConfigError:
+    """Hydra's refusal of an override, as converge's: the full key, "did you mean" among its siblings (and the
+    parameters of what the node builds), and `+key=value` when the key is new but can be added."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause = error.__cause__
+    if not isinstance(cause, OmegaConfBaseException) or cause.parent_node is None or not cause.full_key:
+        return ConfigError(str(error).strip())
+    key, name, parent = cause.full_key, str(cause.key), cause.parent_node
+    where = key.rpartition(".")[0]
+    target = parent.get("_target_") if hasattr(parent, "get") else None
+    given = next((arg for arg in args if arg.split("=", 1)[0].lstrip("+~") == key), key)
+    if name in _parameters_of(target):
+        return ConfigError(f"{given}: {where} does not set '{name}' (a parameter of {target} left at its default): "
+                           f"add it with +{given}")
+    known = sorted({str(k) for k in parent} - {"_target_", "_partial_", "_recursive_", "_convert_"})
+    if not known and target is None:
+        return ConfigError(f"{given}: {where} is null or empty in this config (a chosen config removed it); "
+                           f"set the whole node, or add the key with +{given}")
+    close = difflib.get_close_matches(name, [*known, *_parameters_of(target)], n=3, cutoff=0.6)
+    lines = [f"{given}: {where or 'the config'} has no key '{name}'."]
+    if close:
+        lines.append(f"Did you mean: {', '.join(f'{where}.{c}' if where else c for c in dict.fromkeys(close))}?")
+    lines.append(f"Known: {', '.join(known)}" + (f" (and any parameter of {target}, with +)" if target else ""))
+    if not close and target is None:
+        lines.append(f"To add it to the config: +{given}")
+    return ConfigError("\n".join(lines))
+
+
+def _parameters_of(target: Any) -> list[str]:
+    """The keys a `_target_` takes (none known: an open `**kwargs`, or a target that does not import)."""
+    if not isinstance(target, str):
+        return []
+    from converge.app.validation import parameters
+
+    try:
+        return sorted(parameters(target)[0] or ())
+    except ConvergeError:
+        return []
+
+
+def _parse_overrides(args: list[str]) -> list[Any]:
+    """Hydra's own parsing of the overrides among `args` (its flags, such as `--cfg job`, set apart)."""
+    from hydra._internal.utils import get_args_parser  # the parser hydra.main uses: no public twin
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        return OverridesParser.create().parse_overrides(get_args_parser().parse_args(args).overrides)
+    except OverrideParseException as error:
+        raise ConfigError(str(error).strip()) from None
 
 
 def _scratch_output_for_other_ranks() -> list[str]:
@@ -129,34 +256,76 @@ def _scratch_output_for_other_ranks() -> list[str]:
     return [f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}", "hydra.output_subdir=null"]
 
 
-def _export_extra_plugins(args: list[str]) -> None:
+def _export_extra_plugins(overrides: list[Any]) -> None:
     """`plugins.extra=[a.b,c]` must be known before Hydra builds its search path, and in every DDP rank."""
     from converge.registry import EXTRA_PLUGINS_ENV
 
-    for arg in args:
-        match = _EXTRA_PLUGINS.match(arg)
-        if match:
-            modules = [m.strip(" '\"") for m in match.group(1).strip("[]").split(",") if m.strip(" '\"")]
+    for override in overrides:
+        if override.key_or_group == "plugins.extra" and not override.is_delete():
+            value = override.value()
+            modules = [str(m) for m in (value if isinstance(value, list) else [value]) if m]
             known = [m for m in os.environ.get(EXTRA_PLUGINS_ENV, "").split(",") if m]
             os.environ[EXTRA_PLUGINS_ENV] = ",".join(dict.fromkeys(known + modules))
 
 
-def _check_config_choices(args: list[str]) -> None:
-    """Answer `model=vision/cnnn` with suggestions before Hydra starts (sweeps: every value)."""
+def _check_config_choices(overrides: list[Any]) -> None:
+    """Answer `model=vision/cnnn` with suggestions before Hydra starts (sweeps: every choice)."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
     from converge.registry import providers_by_option
 
     options = providers_by_option()
-    for arg in args:
-        match = _OVERRIDE.match(arg)
-        if not match or match.group(1) == "~" or match.group(2) not in options:
+    for override in overrides:
+        group = override.key_or_group
+        if override.is_delete() or group not in options:
             continue
-        group, value = match.group(2), match.group(4)
-        if "(" in value:  # sweep functions such as choice(...) / range(...): Hydra checks those
-            continue
-        for choice in (v.strip(" []") for v in value.split(",")):  # a list of options too: logger=[csv,mlflow]
+        if override.is_sweep_override() and not isinstance(override.value(), ChoiceSweep):
+            continue  # range(...) / interval(...): Hydra checks those
+        if override.is_sweep_override():
+            choices = list(override.sweep_string_iterator())
+        elif isinstance(override.value(), list):  # several options of one group: logger=[csv,mlflow]
+            choices = [str(value) for value in override.value()]
+        else:
+            choices = [override.get_value_element_as_str()]
+        for choice in choices:
             if choice and choice != "null" and choice not in options[group]:
                 raise UnknownNameError(f"{group} config", choice, options[group],
                                        hint=f"Plugins add options under {group}/<plugin>/: see `converge plugins`.")
+
+
+def _command_help(command: str) -> str:
+    """`converge train --help`: the config groups and their options, the top-level keys and their defaults,
+    examples; read from the registry and conf/<command>.yaml without composing (no experiment needed)."""
+    import importlib.resources
+
+    import yaml
+
+    from converge.registry import providers_by_option
+
+    primary = yaml.safe_load(importlib.resources.files("converge.conf").joinpath(f"{command}.yaml").read_text())
+    groups = [next(iter(entry)) for entry in primary.get("defaults", []) if isinstance(entry, dict)]
+    options = providers_by_option()
+    lines = [f"usage: converge {command} [KEY=VALUE | GROUP=OPTION | +KEY=VALUE | ~KEY]... [HYDRA FLAGS]", "",
+             _HYDRA_COMMANDS[command][1] + ".", "", "config groups (GROUP=OPTION; the default in brackets):"]
+    defaults = {next(iter(e)): next(iter(e.values())) for e in primary.get("defaults", []) if isinstance(e, dict)}
+    for group in (g for g in groups if g in options and g != "hydra"):
+        names = [f"[{name}]" if name == defaults.get(group) else name for name in sorted(options[group])]
+        lines.append(f"  {group:<15} {', '.join(names)}")
+    lines += ["", f"keys (KEY=VALUE; defaults from conf/{command}.yaml):"]
+    lines += [f"  {key}={value}" for key, value in _flat_keys(primary)]
+    lines += ["", "examples:", *(f"  {example}" for example in _EXAMPLES[command]), "",
+              f"Hydra's flags: -m (sweep), --cfg job, --info; Hydra's own help: converge {command} --hydra-help", ""]
+    return "\n".join(lines)
+
+
+def _flat_keys(node: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    for key, value in node.items():
+        if key in ("defaults", "hydra", "_target_"):
+            continue
+        if isinstance(value, dict) and value:
+            yield from _flat_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", "null" if value is None else json.dumps(value).strip('"')
 
 
 def _runtime_command(module: str, args: list[str]) -> int:

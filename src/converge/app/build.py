@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +27,8 @@ log = logging.getLogger("converge")
 
 
 def instantiate_config(config: Any, what: str, **kwargs: Any) -> Any:
-    """hydra.utils.instantiate, with a converge error raised inside passed through and others named."""
+    """hydra.utils.instantiate, with a converge error raised inside passed through and others named: the config
+    key whose values were refused (Hydra's `full_key`), those values and the reason."""
     try:
         return instantiate(config, **kwargs)
     except InstantiationException as error:
@@ -34,7 +37,42 @@ def instantiate_config(config: Any, what: str, **kwargs: Any) -> Any:
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
-        raise ConfigError(f"cannot build the {what} from its config: {error}") from error
+        key = (re.findall(r"^full_key: (\S+)$", str(error), re.MULTILINE) or [what])[-1]
+        node = _node_named(config, key)
+        values = {name: value for name, value in plain(node).items() if not str(name).startswith("_")}
+        label, message = refusal(key, str(node.get("_target_", what)), values, error.__cause__ or error)
+        raise ConfigError(f"{label}: {message}") from error
+
+
+def _node_named(config: DictConfig, key: str) -> DictConfig:
+    """The node of `config` (or `config` itself) whose full key is `key`: the deepest whose path ends it."""
+    parts = key.split(".")
+    for start in range(len(parts)):
+        node = OmegaConf.select(config, ".".join(parts[start:]))
+        if isinstance(node, DictConfig):
+            return node
+    return config
+
+
+def refusal(path: str, target: str, values: Mapping[str, Any], error: BaseException) -> tuple[str, str]:
+    """(label, message) of values a constructor refused: `optim.lr=-1`, `torch.optim.AdamW refused it: ...`.
+
+    The label names the keys whose names or values the error mentions (torch says "Invalid learning rate: -1",
+    never "lr"), or all of them when it mentions none."""
+    text = str(error).strip() or type(error).__name__
+    named = [key for key, value in values.items() if _mentions(text, key, value)] or list(values)
+    label = " ".join(f"{path}.{key}={shown(values[key])}" for key in named) or path
+    return label, f"{target} refused {'it' if len(named) == 1 else 'them'}: {text}"
+
+
+def _mentions(text: str, key: str, value: Any) -> bool:
+    words = [re.escape(str(key))] + ([re.escape(str(value))] if isinstance(value, (int, float, str)) else [])
+    return any(re.search(rf"(?<![\w.]){word}(?![\w.])", text, re.IGNORECASE) for word in words)
+
+
+def shown(value: Any) -> str:
+    """A config value the way it is written on the command line (`[32,64]`, `null`, `true`)."""
+    return json.dumps(value, separators=(",", ":"), default=str).strip('"') if value is not None else "null"
 
 
 def plain(config: Any) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from pydantic import NonNegativeInt, PositiveInt  # ranges `converge train` checks before anything runs
 from torch.utils.data import DataLoader, Dataset
 
 from converge.data.sampling import EpochSampler, ShardSampler
@@ -32,8 +33,8 @@ class DataModule(pl.LightningDataModule, ABC):
 
     sampling_seed: int = 0  # the run's `seed`, set by converge when it builds the data module: see `loader`
 
-    def __init__(self, batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,
-                 pin_memory: bool = False) -> None:
+    def __init__(self, batch_size: PositiveInt = 64, eval_batch_size: PositiveInt | None = None,
+                 num_workers: NonNegativeInt = 0, pin_memory: bool = False) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
