@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from converge import registry
@@ -17,7 +18,7 @@ from converge.data.module import DataModule
 from converge.errors import CheckpointError, ConfigError, ConvergeError, HardwareError
 from converge.plugin import resolve
 from converge.task import CHECKPOINT_KEY, TaskModule
-from converge.training.checkpoint_io import read_checkpoint
+from converge.training.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 
 log = logging.getLogger("converge")
 
@@ -106,4 +107,7 @@ def check_hardware(trainer: DictConfig) -> None:
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[Any]) -> pl.Trainer:
     check_hardware(cfg.trainer)
-    return instantiate_config(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate_config(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: the config chose none
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return trainer

@@ -85,19 +85,15 @@ class Dashboards(pl.Callback):
             self._draw(trainer, pl_module)
         with drawing(pl_module):
             for writer in tensorboard_writers(trainer):
-                pl_module.log_final_pictures(writer, _logging_step(trainer))
+                pl_module.log_final_pictures(writer, trainer.global_step)
 
     def _draw(self, trainer: pl.Trainer, task: TaskModule) -> None:
+        """Pictures at global_step: the step Lightning logs this epoch's validation scores at (the batches that
+        stepped the optimiser; converge's tasks have one), so a picture sits with the scores of its weights."""
         with drawing(task):
             for writer in tensorboard_writers(trainer):
-                task.log_pictures(writer, _logging_step(trainer))
+                task.log_pictures(writer, trainer.global_step)
         self._drawn_at_step = trainer.global_step
-
-
-def _logging_step(trainer: pl.Trainer) -> int:
-    """The step Lightning logs the current epoch's metrics at (its LearningRateMonitor uses the same), so a
-    picture sits at the same step as the validation scores of the weights it shows."""
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
 @contextmanager
