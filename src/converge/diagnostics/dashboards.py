@@ -85,15 +85,23 @@ class Dashboards(pl.Callback):
             self._draw(trainer, pl_module)
         with drawing(pl_module):
             for writer in tensorboard_writers(trainer):
-                pl_module.log_final_pictures(writer, trainer.global_step)
+                pl_module.log_final_pictures(writer, _logging_step(trainer))
 
     def _draw(self, trainer: pl.Trainer, task: TaskModule) -> None:
-        """Pictures at global_step: the step Lightning logs this epoch's validation scores at (the batches that
-        stepped the optimiser; converge's tasks have one), so a picture sits with the scores of its weights."""
         with drawing(task):
             for writer in tensorboard_writers(trainer):
-                task.log_pictures(writer, trainer.global_step)
+                task.log_pictures(writer, _logging_step(trainer))
         self._drawn_at_step = trainer.global_step
+
+
+def _logging_step(trainer: pl.Trainer) -> int:
+    """The step Lightning logs the current epoch's metrics at (its LearningRateMonitor uses the same), so a
+    picture sits at the same step as the validation scores of the weights it shows.
+
+    Lightning's one private internal left here: no public value equals it. global_step is one more during
+    the validation that ends an epoch (the loop counts the batch after validating), and only equal at the end
+    of fit. Pinned by tests/test_lightning_internals.py."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
 @contextmanager
