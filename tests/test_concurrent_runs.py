@@ -8,17 +8,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from converge.app.run_dir import claim_directory, register_run_directory
+from converge.testing import run_cli
 
 DIGITS = ["experiment=vision/digits", "debug=smoke", "model.net.upsample=1", "model.net.widths=[8,16]",
           "~callbacks.progress_bar", "~callbacks.model_summary", "~callbacks.dashboards", "trainer.max_epochs=1",
           "task_name=same"]
 # conf/hydra/default.yaml's run directory with the date fixed: both commands "start in the same second".
 SAME_SECOND = "hydra.run.dir='${converge_run_dir:${ckpt_path},${paths.output_root},${task_name},2026-01-01_00-00-00}'"
+
+
+@pytest.fixture(autouse=True)
+def running_a_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["converge", "train"])  # not pytest's flags: -c or -h would print only
 
 
 def test_a_taken_folder_gets_the_next_free_suffix(tmp_path: Path) -> None:
@@ -39,6 +46,12 @@ def test_a_sweep_claims_its_folder_once_however_often_hydra_reads_it(tmp_path: P
     assert other != sweep_dir  # a second command, even in the same second
     assert sorted(p.name for p in (tmp_path / "sweep" / "multiruns").iterdir()) == sorted(
         Path(path).name for path in (sweep_dir, other))
+
+
+def test_printing_the_resolved_config_claims_no_folder(tmp_path: Path) -> None:
+    done = run_cli(["train", "experiment=vision/digits", "--cfg", "all", "--resolve"], cwd=tmp_path)
+    assert done.returncode == 0 and "multiruns/" in done.stdout, done.stderr[-3000:]
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_two_runs_started_in_the_same_second_keep_their_own_folders(tmp_path: Path) -> None:

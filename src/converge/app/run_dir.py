@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from converge.layout import CHECKPOINTS_DIR, RUN_ENTRIES
 
 RUN_DIRECTORY_RESOLVER = "converge_run_dir"
 NEW_DIRECTORY_RESOLVER = "converge_new_dir"
+_PRINT_ONLY = ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help")  # Hydra's flags that run no job
 
 
 def run_directory(ckpt_path: str | None, output_root: str, task_name: str, stamp: str) -> str:
@@ -35,6 +37,8 @@ def run_directory(ckpt_path: str | None, output_root: str, task_name: str, stamp
 def claim_directory(path: str) -> str:
     """A new folder for one run or sweep: `path`, or `path-2`, `path-3`... when that exists. os.mkdir fails on an
     existing folder, so two commands started in the same second each get their own and neither loses its files."""
+    if any(arg.partition("=")[0] in _PRINT_ONLY for arg in sys.argv[1:]):
+        return path  # `--cfg all --resolve` reads the name and runs nothing: no empty folder left behind
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     claimed, number = path, 1
     while True:
