@@ -1,4 +1,4 @@
-"""LastCheckpoint: last.ckpt every epoch, a hard link to the best checkpoint when that was just written."""
+"""LastCheckpoint: last.ckpt every epoch, one file of its own, what `ckpt_path=last` resumes."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import os
 from pathlib import Path
 
 import lightning.pytorch as pl
-import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from converge.training import checkpoints
 from converge.training.checkpoint_io import read_checkpoint
 from converge.training.checkpoints import LastCheckpoint
 
@@ -35,20 +33,19 @@ class Scripted(pl.LightningModule):
 
 
 class Watch(pl.Callback):
-    """After each epoch's checkpoints (seen from the next epoch's start, and at the end): whether last.ckpt shares
-    its file with the best checkpoint, and the bytes of every checkpoint file."""
+    """After each epoch's checkpoints (seen from the next epoch's start, and at the end): last.ckpt's epoch and
+    links, and the bytes of every best checkpoint file."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.linked, self.digests = folder, [], []
+        self.folder, self.last, self.digests = folder, [], []
 
     def _look(self) -> None:
         last = self.folder / "last.ckpt"
-        best = [p for p in self.folder.glob("best*.ckpt")]
-        self.linked.append(any(os.path.samefile(last, p) for p in best))
-        self.digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in best})
+        self.last.append((read_checkpoint(last)["epoch"], os.stat(last).st_nlink))
+        self.digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in self.folder.glob("best*")})
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch:
+        if (self.folder / "last.ckpt").exists():  # not yet in the first epoch, nor in a resume's new folder
             self._look()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -67,38 +64,23 @@ def _fit(folder: Path, ckpt_path: str | None = None, epochs: int = len(SCORES)) 
     return trainer, watch
 
 
-def test_last_is_linked_to_the_best_of_its_epoch_and_written_otherwise(tmp_path: Path) -> None:
+def test_last_is_written_every_epoch_as_a_file_of_its_own(tmp_path: Path) -> None:
     trainer, watch = _fit(tmp_path)
-    assert watch.linked == [True, True, False]  # epoch 2 did not improve: last.ckpt is a file of its own
+    assert watch.last == [(0, 1), (1, 1), (2, 1)]  # the latest epoch, never a link to the best checkpoint
     assert watch.digests[1] == watch.digests[2]  # writing last.ckpt again left the best checkpoint's bytes alone
     last = read_checkpoint(tmp_path / "last.ckpt")
-    assert last["epoch"] == 2 and read_checkpoint(tmp_path / "best-epoch=1.ckpt")["epoch"] == 1
+    assert read_checkpoint(tmp_path / "best-epoch=1.ckpt")["epoch"] == 1
     weights = trainer.lightning_module.state_dict()
     assert all(torch.equal(last["state_dict"][name], value) for name, value in weights.items())
     (state,) = (value for key, value in last["callbacks"].items() if key.startswith("LastCheckpoint"))
     assert state["best_model_path"] == str(tmp_path / "last.ckpt")
-    assert not list(tmp_path.glob(".*"))  # no temporary link left behind
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
-def test_a_linked_last_checkpoint_records_its_own_path_and_resumes(tmp_path: Path) -> None:
-    _fit(tmp_path / "first", epochs=2)  # ends on an improving epoch: last.ckpt is the best checkpoint's file
-    last = tmp_path / "first" / "last.ckpt"
-    assert os.path.samefile(last, tmp_path / "first" / "best-epoch=1.ckpt")
-    (state,) = (value for key, value in read_checkpoint(last)["callbacks"].items()
-                if key.startswith("LastCheckpoint"))
-    assert state["best_model_path"] == str(last)
-    trainer, _ = _fit(tmp_path / "resumed", ckpt_path=str(last))
+def test_last_checkpoint_of_an_improving_epoch_resumes(tmp_path: Path) -> None:
+    _fit(tmp_path / "first", epochs=2)  # ends on an improving epoch: the best checkpoint was written just before
+    trainer, _ = _fit(tmp_path / "resumed", ckpt_path=str(tmp_path / "first" / "last.ckpt"))
     assert trainer.current_epoch == len(SCORES) and read_checkpoint(tmp_path / "resumed" / "last.ckpt")["epoch"] == 2
-
-
-def test_without_hard_links_last_is_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object) -> None:
-        raise OSError("no hard links on this filesystem")
-
-    monkeypatch.setattr(checkpoints.os, "link", refuse)
-    _, watch = _fit(tmp_path, epochs=2)
-    assert watch.linked == [False, False]
-    assert (tmp_path / "last.ckpt").read_bytes() == (tmp_path / "best-epoch=1.ckpt").read_bytes()
 
 
 def test_last_is_always_the_one_file_in_a_folder_that_has_one(tmp_path: Path) -> None:

@@ -94,8 +94,8 @@ def test_a_checkpoint_outside_a_run_folder_resumes_into_a_new_run(tmp_path: Path
     assert run_directory(str(run / "checkpoints" / "last.ckpt"), root, "digits", "now") == str(run)
     assert run_directory("last", root, "digits", "now") == str(run)
     assert run_directory(str(loose), root, "digits", "now") == f"{root}/digits/runs/now"
-    assert run_directory(None, root, "digits", "now") == f"{root}/digits/runs/now"
-    assert run_directory(str(tmp_path / "missing.ckpt"), root, "digits", "now") == f"{root}/digits/runs/now"
+    assert run_directory(None, root, "digits", "now") == f"{root}/digits/runs/now-2"  # each new run claims its own
+    assert run_directory(str(tmp_path / "missing.ckpt"), root, "digits", "now") == f"{root}/digits/runs/now-3"
 
 
 TABULAR = ["debug=smoke", "trainer.max_epochs=15", "~callbacks.early_stopping", "~callbacks.progress_bar",

@@ -296,8 +296,11 @@ class TaskModule(pl.LightningModule, ABC):
         of about a millisecond a step (Lightning moves its result collection to the device on every call)."""
         self._train_loss_sum = self._train_loss_sum + loss.detach().float() * size  # a tensor: no sync per step
         self._train_loss_count += size
-        trainer = self._trainer
-        if trainer is not None and (trainer._logger_connector.should_update_logs or trainer.fast_dev_run):
+        trainer = self.trainer
+        # The steps Lightning's loggers write (its logger connector's should_update_logs), from public attributes:
+        # one optimiser steps once per logged batch, so global_step counts what Lightning counts there.
+        every = trainer.log_every_n_steps
+        if trainer.fast_dev_run or (every and ((trainer.global_step + 1) % every == 0 or trainer.should_stop)):
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
 
     def _reset_train_loss(self) -> None:

@@ -14,6 +14,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import DeviceStatsMonitor, LearningRateMonitor
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from converge import registry
@@ -21,7 +22,7 @@ from converge.data.module import DataModule
 from converge.errors import CheckpointError, ConfigError, ConvergeError, HardwareError
 from converge.plugin import resolve
 from converge.task import CHECKPOINT_KEY, TaskModule
-from converge.training.checkpoint_io import read_checkpoint
+from converge.training.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 
 log = logging.getLogger("converge")
 
@@ -184,4 +185,7 @@ def use_threads(cfg: DictConfig) -> int:
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[Any]) -> pl.Trainer:
     check_hardware(cfg.trainer)
     use_threads(cfg)
-    return instantiate_config(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate_config(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: the config chose none
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return trainer

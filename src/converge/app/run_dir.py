@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from pathlib import Path
 
 from converge.layout import CHECKPOINTS_DIR, HYDRA_DIR, RUN_ENTRIES
 
 RUN_DIRECTORY_RESOLVER = "converge_run_dir"
+NEW_DIRECTORY_RESOLVER = "converge_new_dir"
+_PRINT_ONLY = ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help")  # Hydra's flags that run no job
 
 
 def run_directory(ckpt_path: str | None, output_root: str, task_name: str, stamp: str) -> str:
@@ -16,24 +20,45 @@ def run_directory(ckpt_path: str | None, output_root: str, task_name: str, stamp
     restores the best score only for the same folder), curves, train.log and metrics.json stay one run's."""
     fresh = f"{output_root}/{task_name}/runs/{stamp}"
     if not ckpt_path:
-        return fresh
+        return claim_directory(fresh)
     from converge.errors import CheckpointError
     from converge.training.checkpoint_io import resolve_checkpoint
 
     try:
         checkpoint = resolve_checkpoint(str(ckpt_path), output_root, task_name)
     except CheckpointError:
-        return fresh  # training reports it, as one clear error, and removes the empty folder
+        return claim_directory(fresh)  # training reports it, as one clear error, and removes the empty folder
     run = checkpoint.parent.parent
-    return str(run) if checkpoint.parent.name == CHECKPOINTS_DIR and (run / HYDRA_DIR).is_dir() else fresh
+    if checkpoint.parent.name == CHECKPOINTS_DIR and (run / HYDRA_DIR).is_dir():
+        return str(run)
+    return claim_directory(fresh)
+
+
+def claim_directory(path: str) -> str:
+    """A new folder for one run or sweep: `path`, or `path-2`, `path-3`... when that exists. os.mkdir fails on an
+    existing folder, so two commands started in the same second each get their own and neither loses its files."""
+    if any(arg.partition("=")[0] in _PRINT_ONLY for arg in sys.argv[1:]):
+        return path  # `--cfg all --resolve` reads the name and runs nothing: no empty folder left behind
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    claimed, number = path, 1
+    while True:
+        try:
+            os.mkdir(claimed)
+            return claimed
+        except FileExistsError:
+            number += 1
+            claimed = f"{path}-{number}"
 
 
 def register_run_directory() -> None:
-    """Make `${converge_run_dir:...}` (conf/hydra/default.yaml) resolvable: before Hydra creates the folder."""
+    """Make `${converge_run_dir:...}` and `${converge_new_dir:...}` (conf/hydra/default.yaml) resolvable: before
+    Hydra creates the folder. Cached (per config, and Hydra copies the cache into each sweep job's config, as for
+    `${now:}`): a run claims its folder once, however often Hydra reads the key."""
     from omegaconf import OmegaConf
 
-    if not OmegaConf.has_resolver(RUN_DIRECTORY_RESOLVER):
-        OmegaConf.register_new_resolver(RUN_DIRECTORY_RESOLVER, run_directory)
+    for name, resolver in ((RUN_DIRECTORY_RESOLVER, run_directory), (NEW_DIRECTORY_RESOLVER, claim_directory)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=True)
 
 
 def discard_if_untrained(run_dir: Path) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from converge.diagnostics.baseline import baseline_scores
@@ -260,7 +261,7 @@ def fit_outcome(trainer: pl.Trainer) -> dict[str, Any]:
     stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
     if callback is not None and callback.diverged:
         reason = "diverged"
-    elif stopper is not None and stopper.stopped_epoch > 0:
+    elif stopper is not None and stopper.stopping_reason != EarlyStoppingReason.NOT_STOPPED:  # epoch 0 too
         reason = "early_stopping"
     elif trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
         reason = "max_steps"

@@ -96,7 +96,11 @@ class Dashboards(pl.Callback):
 
 def _logging_step(trainer: pl.Trainer) -> int:
     """The step Lightning logs the current epoch's metrics at (its LearningRateMonitor uses the same), so a
-    picture sits at the same step as the validation scores of the weights it shows."""
+    picture sits at the same step as the validation scores of the weights it shows.
+
+    Lightning's one private internal left here: no public value equals it. global_step is one more during
+    the validation that ends an epoch (the loop counts the batch after validating), and only equal at the end
+    of fit. Pinned by tests/test_lightning_internals.py."""
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 

@@ -1,18 +1,23 @@
-"""Finding and safely reading checkpoints (`ckpt_path=PATH|best|last`).
+"""Finding, safely reading and atomically writing checkpoints (`ckpt_path=PATH|best|last`).
 
 Every read uses `weights_only=True`: a checkpoint can only hold tensors and
 plain data, so opening one never runs code from it. converge checkpoints meet
-that by construction (TaskModule stores configs, not modules).
+that by construction (TaskModule stores configs, not modules). Every local write
+is atomic (`AtomicCheckpointIO`): a full disk never leaves a truncated checkpoint.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from fsspec.utils import get_protocol
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from converge.errors import CheckpointError, ReportError
 from converge.layout import CHECKPOINTS_DIR, LAST_CHECKPOINT, METRICS_FILE
@@ -73,3 +78,52 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(content, dict) or "state_dict" not in content:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
     return content
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's TorchCheckpointIO, with local writes that are atomic and fail as one clear error.
+
+    Lightning writes a checkpoint through fsspec's transaction: a temporary file in /tmp copied into
+    place, not atomic across devices, so a full disk leaves a truncated checkpoint that no loader can
+    read, and the run ends in a traceback. Here the bytes go to a temporary file next to the target,
+    are flushed and fsynced, then renamed over it: a reader sees the previous file or the new one.
+    Remote paths (s3://...) keep fsspec's own transaction.
+
+    Example::
+
+        trainer = Trainer(plugins=[AtomicCheckpointIO()])
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        """Write `checkpoint` to `path`, whole or not at all.
+
+        Args:
+            checkpoint: the trainer's state, as Lightning dumps it.
+            path: the file to write; its folder is created.
+            storage_options: not supported (TypeError), as in TorchCheckpointIO.
+
+        Raises:
+            CheckpointError: the file could not be written (no space left on device, no permission...);
+                the partial file is removed and an earlier file at `path` is left as it was.
+        """
+        if storage_options is not None or get_protocol(str(path)) != "file":
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        _write_atomically(Path(path), buffer.getbuffer())
+
+
+def _write_atomically(path: Path, content: memoryview) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before the rename makes it the checkpoint
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        cause = os.strerror(error.errno).lower() if error.errno else str(error)
+        raise CheckpointError(f"cannot write the checkpoint {path}: {cause}. Nothing partial was left: free "
+                              f"space (or set paths.output_root to another disk) and train again.") from error

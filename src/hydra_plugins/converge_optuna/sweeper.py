@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 from collections.abc import Sequence
@@ -123,8 +125,7 @@ class OptunaSweeper(Sweeper):
         run_dir = result.hydra_cfg.hydra.runtime.output_dir if result.hydra_cfg is not None else None
         if run_dir is not None:
             trial.set_user_attr(RUN_DIR_KEY, run_dir)
-        # JobReturn.return_value re-raises a failed job's exception; read the stored one instead.
-        value, reason = result._return_value, None
+        value, reason = _outcome(result), None
         pruned = isinstance(value, optuna.TrialPruned)
         if result.status == JobStatus.COMPLETED and isinstance(value, (int, float)) and math.isfinite(value):
             frozen = study.tell(trial, float(value))
@@ -138,3 +139,15 @@ class OptunaSweeper(Sweeper):
             log.warning("trial %d failed: %s", trial.number, reason)
         write_trial(run_dir, frozen, reason)
         return result if result.status == JobStatus.FAILED and not pruned else None
+
+
+def _outcome(result: JobReturn) -> object:
+    """A completed job's return value, or a failed job's exception: the public JobReturn.return_value raises it,
+    after a line on stderr that Hydra writes for a sweep it ends; a pruned trial ends nothing, so it is dropped."""
+    if result.status == JobStatus.COMPLETED:
+        return result.return_value
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return result.return_value
+    except Exception as error:  # what Hydra's run_job stored: it catches Exception
+        return error

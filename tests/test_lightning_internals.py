@@ -1,0 +1,158 @@
+"""Lightning's and Hydra's private internals: converge keeps two, each in one module (the DDP launcher, the step
+Lightning logs an epoch at) and pinned here; where public API replaced one, what Lightning does is pinned too."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics import MeanSquaredError, MetricCollection
+
+from converge.diagnostics.convergence import fit_outcome
+from converge.diagnostics.dashboards import _logging_step
+from converge.task import TaskModule
+from converge.training.distributed import DDPStrategy, _ConfigLauncher
+
+ROOT = Path(__file__).resolve().parents[1]
+# The modules that keep a private internal (pinned below), and the one each may use.
+ISOLATED = {ROOT / "src/converge/training/distributed.py": "_SubprocessScriptLauncher",
+            ROOT / "src/converge/diagnostics/dashboards.py": "_batches_that_stepped"}
+PRIVATE = re.compile(
+    r"from (lightning|hydra)\S* import .*\b_[a-zA-Z]|(lightning|hydra)\S*\._[a-z]\w* import"  # private names, modules
+    r"|\.(_logger_connector|_batches_that_stepped|_return_value|_last_checkpoint_saved|_last_global_step_saved"
+    r"|_every_n_train_steps|_train_time_interval|_should_save_on_train_epoch_end|_trainer)\b"  # private attributes
+    r"|\b(trainer|fit_loop|epoch_loop)\._[a-z]")
+
+
+def test_no_private_lightning_or_hydra_internal_but_the_two_isolated_ones() -> None:
+    sources = [*ROOT.glob("src/**/*.py"), *ROOT.glob("plugins/*/src/**/*.py")]
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}" for path in sources
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if PRIVATE.search(re.sub(r" as \w+", "", line)) and ISOLATED.get(path, "\n") not in line]
+    assert not found, "\n".join(found)
+
+
+def test_the_ddp_launcher_relies_on_what_lightning_still_provides() -> None:
+    """converge.training.distributed replaces Lightning's _SubprocessScriptLauncher (ranks > 0 must not re-run
+    Hydra, tests/test_ddp.py): a Lightning upgrade that changes what it overrides or uses fails here first."""
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(process_group_backend="gloo"),
+                         logger=False, enable_progress_bar=False, enable_model_summary=False)
+    launcher = trainer.strategy._launcher
+    assert type(launcher) is _ConfigLauncher  # DDPStrategy._configure_launcher still builds a subprocess launcher
+    assert list(inspect.signature(_SubprocessScriptLauncher.__init__).parameters) == [
+        "self", "cluster_environment", "num_processes", "num_nodes"]
+    assert "self._call_children_scripts()" in inspect.getsource(_SubprocessScriptLauncher.launch)  # still called
+    assert callable(_SubprocessScriptLauncher._check_can_spawn_children)
+    assert launcher.procs == [] and (launcher.num_processes, launcher.num_nodes) == (2, 1)
+    world = launcher.cluster_environment
+    assert world.main_address and world.main_port and (world.node_rank(), world.local_rank()) == (0, 0)
+
+
+class Regression(TaskModule):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(spec={}, optim={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05}, **kwargs)
+        self.net = torch.nn.Linear(3, 1)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs).squeeze(-1)
+
+    def build_metrics(self) -> MetricCollection:
+        return MetricCollection({"mse": MeanSquaredError()})
+
+    def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(outputs, target)
+
+
+class PerStepLogging(Regression):
+    """Lightning decides the logged steps itself: self.log on every step."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        inputs, target = self.split_batch(batch)
+        loss = self.compute_loss(self(*inputs), target)
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(target))
+        return loss
+
+
+class Recorder(Logger):
+    name, version = "recorder", 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, dict[str, float]]] = []
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.rows.append((step, dict(metrics)))
+
+
+class LoggingSteps(pl.Callback):
+    """The step Dashboards draws at after each validation; Lightning's logs hold the step it logged the scores at."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.steps.append(_logging_step(trainer))
+
+
+def _fit(task_class: type[Regression]) -> tuple[Recorder, LoggingSteps]:
+    torch.manual_seed(0)
+    task = task_class()
+    data = TensorDataset(torch.randn(150, 3), torch.randn(150))  # 10 batches an epoch
+    recorder, steps = Recorder(), LoggingSteps()
+    # gradient accumulation and a stop in the middle of an epoch (max_steps): Lightning's own logging rule's corners
+    trainer = pl.Trainer(max_epochs=3, max_steps=11, accumulate_grad_batches=2, log_every_n_steps=3, logger=recorder,
+                         callbacks=[steps], accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(task, DataLoader(data, batch_size=16), DataLoader(data, batch_size=64))
+    return recorder, steps
+
+
+def test_train_loss_and_pictures_are_logged_at_the_steps_lightning_logs_at() -> None:
+    """TaskModule decides the train/loss_step steps from public attributes (Lightning's rule is private), and
+    Dashboards draws at Lightning's private step of the epoch's logs: both must match what Lightning does."""
+    ours, steps = _fit(Regression)
+    lightnings, _ = _fit(PerStepLogging)
+
+    def curve(recorder: Recorder) -> list[tuple[int, float]]:
+        return [(step, round(row["train/loss_step"], 6)) for step, row in recorder.rows if "train/loss_step" in row]
+
+    assert curve(ours) == curve(lightnings) and len(curve(ours)) >= 3
+    validated = [step for step, row in ours.rows if "val/mse" in row]
+    assert steps.steps == validated and len(validated) == 2, (steps.steps, validated)
+
+
+class StopAtOnce(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        self.log("val/score", 1.0)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_early_stopping_in_the_first_epoch_is_reported_as_early_stopping() -> None:
+    """EarlyStopping.stopping_reason, not stopped_epoch > 0: a stop in epoch 0 is an early stop too."""
+    data = DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=8)
+    stopper = EarlyStopping(monitor="val/score", mode="max", stopping_threshold=0.5)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[stopper], accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(StopAtOnce(), data, data)
+    assert trainer.current_epoch == 1 and stopper.stopped_epoch == 0
+    assert fit_outcome(trainer)["stop_reason"] == "early_stopping"
