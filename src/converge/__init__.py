@@ -9,14 +9,19 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__all__ = ["DataModule", "Plugin", "Task", "TaskModule", "WheelDataset", "stratified_split"]
+__all__ = ["ConfigError", "DataError", "DataModule", "Plugin", "Task", "TaskModule", "UnknownNameError", "WheelDataset",
+           "locate", "stratified_split"]
 
 _LOCATIONS = {
+    "ConfigError": "converge.errors",
+    "DataError": "converge.errors",
     "DataModule": "converge.data.module",
     "Plugin": "converge.plugin",
     "Task": "converge.plugin",
     "TaskModule": "converge.task",
+    "UnknownNameError": "converge.errors",
     "WheelDataset": "converge.fetch",
+    "locate": "converge.training.pretrained",
     "stratified_split": "converge.data.splits",
 }
 
