@@ -11,8 +11,9 @@ OUTPUTS = {"int8": {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "batch_sizes": [1,
 
 def _verdict(eager: float, int8: float, samples: int, monitor: str = "val/acc", mode: str = "max") -> list[str]:
     key = monitor.split("/")[1]
-    return failures({name: dict(entry) for name, entry in OUTPUTS.items()}, {"eager": {key: eager}, "int8": {key: int8}},
-                    monitor, mode, TOLERANCE, DROP, samples)
+    metrics = {"eager": {key: eager}, "int8": {key: int8}}
+    return failures({name: dict(entry) for name, entry in OUTPUTS.items()}, metrics, monitor, mode, TOLERANCE, DROP,
+                    samples)
 
 
 def test_one_flipped_image_of_144_passes_and_two_do_not() -> None:
