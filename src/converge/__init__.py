@@ -16,6 +16,7 @@ _LOCATIONS = {
     "Plugin": "converge.plugin",
     "Task": "converge.plugin",
     "WheelDataset": "converge.fetch",
+    "locate": "converge.training.pretrained",
     # errors a plugin raises for a user's mistake (no torch)
     "ConvergeError": "converge.errors",
     "ConfigError": "converge.errors",

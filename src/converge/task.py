@@ -21,6 +21,7 @@ import lightning.pytorch as pl
 import torch
 from torchmetrics import MetricCollection
 
+from converge.training.finetuning import parameter_groups
 from converge.training.optimization import configure_optimizers
 
 CHECKPOINT_KEY = "converge"
@@ -330,7 +331,40 @@ class TaskModule(pl.LightningModule, ABC):
         return self._shared_step(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        return configure_optimizers(self.hparams.optim, self.hparams.scheduler, self.parameters(), self.trainer)
+        return configure_optimizers(self.hparams.optim, self.hparams.scheduler, parameter_groups(self), self.trainer)
+
+    # -- transfer learning (converge.training.pretrained, converge.training.finetuning) ---------
+    finetuning: Any = None  # the run's `finetune` strategy, set by the train recipe; None: everything trains
+
+    def backbone(self) -> torch.nn.Module | None:
+        """The pretrained part of the network: where `pretrained` weights load by default, what `finetune=frozen`
+        freezes and `lora` adapts. Everything else (the head) is new for the task and always trains.
+
+        Returns:
+            A sub-module of the task, or None (the default) for a task without a pretrained part.
+
+        Example::
+
+            def backbone(self):
+                return self.encoder
+        """
+        return None
+
+    def backbone_blocks(self) -> list[torch.nn.Module]:
+        """The backbone's blocks, bottom (input) to top: the units of `finetune=llrd` (an LR per block) and of
+        `finetune=gradual` with `blocks` (the top N unfreeze). By default its children that hold parameters.
+
+        Returns:
+            Sub-modules of `backbone()`, in order; empty without a backbone.
+
+        Example::
+
+            def backbone_blocks(self):
+                return [self.encoder.embeddings, *self.encoder.layer]
+        """
+        backbone = self.backbone()
+        children = backbone.children() if backbone is not None else ()
+        return [child for child in children if next(child.parameters(), None) is not None]
 
     # -- checkpoints ----------------------------------------------------------------------------
     @classmethod

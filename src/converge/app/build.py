@@ -23,6 +23,7 @@ from converge.errors import CheckpointError, ConfigError, ConvergeError, Hardwar
 from converge.plugin import resolve
 from converge.task import CHECKPOINT_KEY, TaskModule
 from converge.training.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from converge.training.finetuning import merge_checkpoint_adapters
 
 log = logging.getLogger("converge")
 
@@ -110,8 +111,11 @@ def load_task(path: Any) -> tuple[TaskModule, dict[str, Any]]:
     _, task = registry.find_task(meta["task"])
     task_class = resolve(task.task_class)
     model = task_class(**checkpoint["hyper_parameters"])
+    merge_adapters = merge_checkpoint_adapters(model, checkpoint)  # finetune=lora: plain weights once loaded
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
+    if merge_adapters:
+        merge_adapters()
     return model, checkpoint
 
 

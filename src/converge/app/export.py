@@ -92,10 +92,12 @@ def _verify(task: Any, staging: Path, wanted: list[str], batches: list, settings
     sizes = sorted({1, min(int(settings.check_batch_size), len(batches[0][1]))})
     outputs = compare_outputs(task, runners, batches[0], sizes)
     metrics = task_metrics(task, runners, batches)
-    problems = failures(outputs, metrics, task.monitor, task.mode, settings.tolerance, settings.max_metric_drop)
+    samples = sum(len(target) for _, target in batches)
+    problems = failures(outputs, metrics, task.monitor, task.mode, settings.tolerance, settings.max_metric_drop,
+                        samples)
     if problems:
         raise ExportError("export verification failed, no bundle written:\n  " + "\n  ".join(problems))
-    return {"split": "val", "samples": sum(len(target) for _, target in batches), "batch_sizes": sizes,
+    return {"split": "val", "samples": samples, "batch_sizes": sizes,
             "formats": outputs, "metrics": metrics}
 
 

@@ -24,6 +24,7 @@ from converge.app.loggers import build_loggers, log_hparams
 from converge.app.logs import configure_console
 from converge.app.run_dir import discard_if_untrained
 from converge.app.sweeps import finished_sweep_job, interrupted_sweep_job
+from converge.app.transfer import prepare_transfer
 from converge.data.module import DataModule
 from converge.diagnostics.convergence import fit_outcome
 from converge.diagnostics.report import write_report
@@ -61,8 +62,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # initial weights; data order: from (seed, epoch)
     datamodule = build_datamodule(cfg.data, cfg.seed)
     task = build_task(cfg, datamodule.spec())
+    finetuning = prepare_transfer(cfg, task)  # pretrained weights (unless resuming), the finetune strategy
     loggers = build_loggers(cfg.get("logger"))
-    callbacks = [*build_callbacks(cfg.get("callbacks"), with_loggers=bool(loggers)), EpochSeed(cfg.seed)]
+    callbacks = [*build_callbacks(cfg.get("callbacks"), with_loggers=bool(loggers)), EpochSeed(cfg.seed), *finetuning]
     trainer = build_trainer(cfg, callbacks, loggers)
 
     _fit(cfg, trainer, task, datamodule)

@@ -114,7 +114,7 @@ class PluginConformance:
         from converge.app.export import export
 
         run_dir = tmp_path_factory.mktemp("export") / "run"
-        cfg = compose([f"ckpt_path={trained['metrics']['best']['checkpoint']}", *ALL_FORMATS, *self.export_overrides],
+        cfg = compose([f"ckpt_path={trained['metrics']['kept']['checkpoint']}", *ALL_FORMATS, *self.export_overrides],
                       output_dir=run_dir, config_name="export")
         return export(cfg)
 
@@ -201,6 +201,56 @@ class PluginConformance:
 
 def _refuse(constant: str) -> None:
     raise AssertionError(f"an answer holds {constant}, which is not JSON (write null and non_finite: true)")
+
+
+    # -- transfer learning: pretrained weights (any task) and freezing (a task with a backbone()) ---------------
+    def _task_from(self, trained: dict[str, Any], output_dir: Path, *overrides: str) -> tuple[Any, Any]:
+        from converge.app.build import build_datamodule, build_task
+        from converge.app.transfer import prepare_transfer
+
+        cfg = compose([*self.overrides, *SMOKE, *overrides], output_dir=output_dir)
+        task = build_task(cfg, build_datamodule(cfg.data, cfg.seed).spec())
+        prepare_transfer(cfg, task)
+        return cfg, task
+
+    def test_initialises_from_a_trained_checkpoint_and_refuses_a_changed_head(self, trained: dict[str, Any],
+                                                                              tmp_path: Path) -> None:
+        from converge.errors import ConfigError
+
+        last = trained["run_dir"] / "checkpoints" / "last.ckpt"
+        source = torch.load(last, weights_only=True)
+        _, task = self._task_from(trained, tmp_path / "same", f"pretrained.source={last}", "pretrained.into=task")
+        assert all(torch.equal(task.state_dict()[key], value) for key, value in source["state_dict"].items())
+
+        inside = {id(p) for p in task.backbone().parameters()} if task.backbone() is not None else set()
+        head = next(name for name, p in task.named_parameters() if id(p) not in inside)
+        changed = dict(source["state_dict"], **{head: torch.zeros(*source["state_dict"][head].shape, 2)})
+        torch.save({**source, "state_dict": changed}, tmp_path / "other_head.ckpt")
+        with pytest.raises(ConfigError, match=head.replace(".", r"\.")):
+            self._task_from(trained, tmp_path / "strict", f"pretrained.source={tmp_path / 'other_head.ckpt'}",
+                            "pretrained.into=task")
+        _, task = self._task_from(trained, tmp_path / "loose", f"pretrained.source={tmp_path / 'other_head.ckpt'}",
+                                  "pretrained.into=task", "pretrained.strict=false")
+        kept = [key for key in changed if key != head]
+        assert all(torch.equal(task.state_dict()[key], changed[key]) for key in kept)
+        assert task.state_dict()[head].shape == source["state_dict"][head].shape
+
+    def test_frozen_backbone_and_its_batchnorm_statistics_do_not_change(self, trained: dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+        from converge.app.train import train
+        from converge.training.pretrained import module_path
+
+        last = trained["run_dir"] / "checkpoints" / "last.ckpt"
+        cfg, task = self._task_from(trained, tmp_path / "frozen", f"pretrained.source={last}", "pretrained.into=task",
+                                    "finetune=frozen", "trainer.max_epochs=1")
+        if task.backbone() is None:
+            pytest.skip(f"{type(task).__name__} has no backbone()")
+        train(cfg)
+        prefix = module_path(task, task.backbone())
+        before = torch.load(last, weights_only=True)["state_dict"]
+        after = torch.load(tmp_path / "frozen" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        moved = {key for key in before if not torch.equal(before[key], after[key])}
+        assert moved and not {key for key in moved if key.startswith(prefix)}, sorted(moved)  # buffers included
 
 
 def _close(a: Any, b: Any, tolerance: float = 1e-4) -> bool:

@@ -66,8 +66,16 @@ def _kept_checkpoint(task_dir: Path) -> Path:
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint's contents (memory-mapped, so cheap even for a large one)."""
+    content = load_weights_only(path)
+    if not isinstance(content, dict) or "state_dict" not in content:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    return content
+
+
+def load_weights_only(path: Path) -> Any:
+    """A torch file's contents, refused unless it holds only tensors and plain data (never unpickles code)."""
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path}: refusing to load, it holds objects other than tensors and plain data and "
@@ -75,9 +83,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): {error}") from error
-    if not isinstance(content, dict) or "state_dict" not in content:
-        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    return content
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

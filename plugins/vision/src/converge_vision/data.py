@@ -40,12 +40,17 @@ class ImageClassificationData(DataModule):
     every class; validation is `val_fraction` of the training split, or, for cross-validation
     (`num_folds` K), fold `fold` of a stratified K-fold partition of it (test never changes).
     Augmentations are torchvision transforms v2 configs applied to training images only.
+    `label_fraction` < 1 keeps that stratified fraction of the training images (validation and test unchanged):
+    a small labelled set, as transfer learning meets it.
     """
 
     def __init__(self, source: Any, test_fraction: float = 0.2, val_fraction: float = 0.1, split_seed: int = 0,
                  train_transforms: Sequence[Any] = (), num_folds: int | None = None, fold: int = 0,
-                 **loader: Any) -> None:
+                 label_fraction: float = 1.0, **loader: Any) -> None:
         super().__init__(**loader)
+        if not 0.0 < label_fraction <= 1.0:
+            raise ConfigError(f"data.label_fraction must be in (0, 1], got {label_fraction}")
+        self.label_fraction = label_fraction
         if not hasattr(source, "load"):
             raise ConfigError(f"data.source must build an image source (with .load()), got {type(source).__name__}")
         check_folds(num_folds, fold)
@@ -66,6 +71,9 @@ class ImageClassificationData(DataModule):
                 test = (images, test_idx)
             labels = images.labels[train_idx]
             keep, val = validation_split(labels, self.val_fraction, self.num_folds, self.fold, self.split_seed + 1)
+            if self.label_fraction < 1.0:
+                _, labelled = stratified_split(labels[keep], self.label_fraction, self.split_seed + 2)
+                keep = keep[labelled]
             self._splits = {"train": (images, train_idx[keep]), "val": (images, train_idx[val]), "test": test}
         return self._splits
 

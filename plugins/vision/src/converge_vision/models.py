@@ -1,11 +1,17 @@
-"""Networks for small images. Each takes (in_channels, num_classes) from the data spec."""
+"""Networks for small images. Each takes (in_channels, num_classes) from the data spec, and names its
+pretrained part (`backbone()`, in `blocks()` bottom to top) apart from its head, for transfer learning."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
+
+from converge import ConfigError, DataError, UnknownNameError
 
 
 class SmallCNN(nn.Module):
@@ -33,9 +39,34 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
                                   nn.Linear(channels, num_classes))
+        self.stages = len(widths)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.resize(images)))
+
+    def backbone(self) -> nn.Module:
+        return self.features
+
+    def blocks(self) -> list[nn.Module]:
+        """One block per width: its two convolutions, norms and pooling (views: the parameters keep their names)."""
+        size = len(self.features) // self.stages
+        return [self.features[start:start + size] for start in range(0, len(self.features), size)]
+
+
+class Classifier(nn.Module):
+    """A torchvision network as `body` (its classifier layer taken out) and a new linear `head`, after a 1x1
+    `adapter` to 3 channels when the images are not RGB."""
+
+    def __init__(self, body: nn.Module, head: nn.Linear, in_channels: int) -> None:
+        super().__init__()
+        self.adapter = nn.Identity() if in_channels == 3 else nn.Conv2d(in_channels, 3, kernel_size=1)
+        self.body, self.head = body, head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.adapter(images)))
+
+    def backbone(self) -> nn.Module:
+        return self.body
 
 
 def resnet18_small(in_channels: int, num_classes: int) -> nn.Module:
@@ -45,17 +76,70 @@ def resnet18_small(in_channels: int, num_classes: int) -> nn.Module:
     model = resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
-    return model
+    return _split(model, num_classes, in_channels=3)
 
 
-def torchvision_classifier(name: str, in_channels: int, num_classes: int, **kwargs: object) -> nn.Module:
-    """Any torchvision classifier by name (randomly initialised), with a 1x1 adapter when not RGB."""
+def torchvision_classifier(name: str, in_channels: int, num_classes: int, weights: str | None = None,
+                           **kwargs: object) -> nn.Module:
+    """Any torchvision classifier by name: randomly initialised, or from torchvision's named `weights`
+    (`DEFAULT`, `IMAGENET1K_V1`, ...) with a new head for `num_classes`.
+
+    Pretrained weights come from torch hub's checkpoints folder, downloaded there when missing (never with
+    CONVERGE_OFFLINE=1), and load as a weights-only state dict. A grey input goes through a 1x1 adapter
+    that starts, with pretrained weights, as a copy of the grey channel into R, G and B.
+    """
     from torchvision.models import get_model, list_models
-
-    from converge import UnknownNameError
 
     known = list_models(module=__import__("torchvision").models)
     if name not in known:
         raise UnknownNameError("torchvision model", name, known)
-    model = get_model(name, weights=None, num_classes=num_classes, **kwargs)
-    return model if in_channels == 3 else nn.Sequential(nn.Conv2d(in_channels, 3, kernel_size=1), model)
+    if weights is None:
+        return _split(get_model(name, weights=None, num_classes=num_classes, **kwargs), num_classes, in_channels)
+    chosen = _named_weights(name, weights)
+    model = get_model(name, weights=None, num_classes=len(chosen.meta["categories"]), **kwargs)
+    model.load_state_dict(torch.load(_hub_file(name, chosen), map_location="cpu", weights_only=True))
+    net = _split(model, num_classes, in_channels)
+    if in_channels != 3:
+        nn.init.constant_(net.adapter.weight, 1.0 / in_channels)
+        nn.init.zeros_(net.adapter.bias)
+    return net
+
+
+def _split(model: nn.Module, num_classes: int, in_channels: int) -> Classifier:
+    """The model's last linear layer becomes a new head for `num_classes` (in its place: an identity)."""
+    linear = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linear:
+        raise ConfigError(f"{type(model).__name__} has no linear classifier layer to replace by a new head")
+    name, last = linear[-1]
+    parent = model.get_submodule(name.rpartition(".")[0])
+    setattr(parent, name.rpartition(".")[2], nn.Identity())
+    head = last if last.out_features == num_classes else nn.Linear(last.in_features, num_classes)
+    return Classifier(model, head, in_channels)
+
+
+def _named_weights(name: str, weights: str):
+    from torchvision.models import get_model_weights
+
+    family = get_model_weights(name)
+    known = ["DEFAULT", *family.__members__]
+    if weights not in known:
+        raise UnknownNameError(f"weights of torchvision's {name}", weights, known)
+    return family.DEFAULT if weights == "DEFAULT" else family[weights]
+
+
+def _hub_file(name: str, weights) -> Path:
+    """The weights' file in torch hub's checkpoints folder, downloaded there (checksum-verified) when missing."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+    if path.is_file():
+        return path
+    where = (f"put the file at {path} (the folder is $TORCH_HOME/hub/checkpoints, by default "
+             f"~/.cache/torch/hub/checkpoints), copied from {weights.url}")
+    if os.environ.get("CONVERGE_OFFLINE") == "1":
+        raise DataError(f"torchvision's {name} weights {weights} are not on this machine (CONVERGE_OFFLINE=1): {where}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    match = torch.hub.HASH_REGEX.search(path.name)
+    try:
+        torch.hub.download_url_to_file(weights.url, str(path), match.group(1) if match else None)
+    except (OSError, RuntimeError) as error:  # no network (URLError is an OSError), or a corrupt download
+        raise DataError(f"cannot download torchvision's {name} weights {weights} ({error}): {where}") from None
+    return path

@@ -54,6 +54,13 @@ class ImageClassifier(TaskModule):
             "f1": MulticlassF1Score(num_classes=classes, average="macro"),
         })
 
+    def backbone(self) -> torch.nn.Module | None:
+        """The network's own pretrained part (features or torchvision body), when it names one."""
+        return self.net.backbone() if hasattr(self.net, "backbone") else None
+
+    def backbone_blocks(self) -> list[torch.nn.Module]:
+        return self.net.blocks() if hasattr(self.net, "blocks") else super().backbone_blocks()
+
     def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, target, label_smoothing=self.label_smoothing)
 

@@ -1,0 +1,56 @@
+"""Vision transfer learning: torchvision's named weights offline, few labels, MNIST at the size of digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from converge import DataError, UnknownNameError
+from converge_vision.data import ImageClassificationData
+from converge_vision.models import torchvision_classifier
+from converge_vision.sources import Digits, Resized
+
+
+def test_named_weights_offline_say_where_to_put_the_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("CONVERGE_OFFLINE", "1")  # never a download in tests, with or without a network
+    with pytest.raises(DataError) as refused:
+        torchvision_classifier("mobilenet_v3_small", 3, 10, weights="DEFAULT")
+    expected = tmp_path / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth"
+    assert f"put the file at {expected}" in str(refused.value)
+    with pytest.raises(UnknownNameError, match="Did you mean: IMAGENET1K_V1"):
+        torchvision_classifier("mobilenet_v3_small", 3, 10, weights="IMAGENET1K_V")
+
+
+def test_named_weights_load_from_the_file_the_message_names(tmp_path: Path, monkeypatch) -> None:
+    from torchvision.models import mobilenet_v3_small
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("CONVERGE_OFFLINE", "1")
+    downloaded = mobilenet_v3_small(weights=None)  # stands for the file a download would have left
+    path = tmp_path / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(downloaded.state_dict(), path)
+    net = torchvision_classifier("mobilenet_v3_small", 1, 7, weights="DEFAULT")
+    assert torch.equal(net.body.features[0][0].weight, downloaded.features[0][0].weight)
+    assert net.head.out_features == 7 and net.head.in_features == downloaded.classifier[-1].in_features
+    grey = torch.rand(2, 1, 32, 32)
+    assert torch.allclose(net.adapter(grey), grey.expand(-1, 3, -1, -1))  # grey copied into R, G and B
+    assert net.eval()(grey).shape == (2, 7)
+
+
+def test_label_fraction_keeps_a_stratified_part_of_training_only() -> None:
+    full = ImageClassificationData(source=Digits())._split()
+    few = ImageClassificationData(source=Digits(), label_fraction=0.1)._split()
+    assert len(few["train"][1]) == 130 and set(few["train"][1]) < set(full["train"][1])
+    assert all((few[name][1] == full[name][1]).all() for name in ("val", "test"))
+    labels = few["train"][0].labels[few["train"][1]]
+    assert set(labels) == set(range(10))
+
+
+def test_resized_mnist_has_the_size_of_digits(tmp_path: Path) -> None:
+    images = Resized(Digits(), size=(4, 4), border=2).load()
+    assert images.images.shape[1:] == (1, 4, 4) and images.images.dtype == torch.uint8
+    assert torch.equal(images.images[0, 0], Digits().load().images[0, 0, 2:6, 2:6])  # 4x4 centre, unchanged
