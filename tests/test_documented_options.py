@@ -45,6 +45,11 @@ COVERED_ELSEWHERE = {
     ("hparams_search", "vision/digits"): "tests/test_search.py",
     ("hparams_search", "optuna"): "tests/test_search.py",
     ("hydra", "default"): "every run",
+    ("finetune", "full"): "every run (the default)",
+    ("finetune", "frozen"): "tests/test_finetune.py",
+    ("finetune", "gradual"): "tests/test_finetune.py",
+    ("finetune", "llrd"): "tests/test_finetune.py",
+    ("finetune", "lora"): "tests/test_finetune.py",
     ("hydra", "launcher/submitit_local"): "tests/test_launchers.py (-m slow)",
     ("hydra", "launcher/submitit_slurm"): "tests/test_launchers.py (its resource checks)",
 }
@@ -58,6 +63,8 @@ SLICES = {
     ("model", "vision/torchvision"): ["data=vision/digits", "model.net.name=mobilenet_v3_small", "data.batch_size=16"],
     ("model", "recsys/ncf"): ["data=recsys/ml100k", "data.max_users=40"],
     ("experiment", "vision/mnist5k"): ["model.net.widths=[8]"],
+    ("data", "vision/mnist8x8"): ["model=vision/cnn", "model.net.widths=[8]"],
+    ("experiment", "vision/digits_few"): [],
     ("experiment", "text/20ng"): ["data.max_docs=200", "data.tokenizer.bigram_buckets=500"],
     ("experiment", "text/rotten_tomatoes"): ["data.max_docs=200", "data.tokenizer.bigram_buckets=500"],
     ("experiment", "recsys/ml100k"): ["data.max_users=40"],
@@ -115,6 +122,14 @@ def test_plugin_option_runs_on_a_slice(group: str, option: str, tmp_path: Path) 
     assert metrics["test"] and metrics["kept"]["checkpoint"]
 
 
+def test_transfer_from_mnist_runs_on_the_pretraining_run(tmp_path: Path) -> None:
+    """experiment=vision/digits_from_mnist starts from the network the newest vision-mnist8x8 run kept."""
+    root = [*SMOKE, "trainer.max_epochs=1"]  # compose() puts output_root above each run: the pretraining run is found
+    _train(["experiment=vision/mnist8x8", *root], tmp_path / "vision-mnist8x8" / "runs" / "first")
+    metrics = _train(["experiment=vision/digits_from_mnist", *root], tmp_path / "transfer")
+    assert metrics["test"] and metrics["kept"]["checkpoint"]
+
+
 def test_search_spaces_compose_with_their_experiment() -> None:
     for group, option in [key for key, extra in SLICES.items() if extra is None]:
         experiment = option  # each plugin's space is for its experiment of the same name
@@ -124,7 +139,8 @@ def test_search_spaces_compose_with_their_experiment() -> None:
 
 def test_every_option_is_run_somewhere() -> None:
     everything = set(_options(tuple(providers_by_option())))
-    here = set(_options(CORE_GROUPS)) | set(SLICES)
+    here = set(_options(CORE_GROUPS)) | set(SLICES) | {("experiment", "vision/mnist8x8"),
+                                                        ("experiment", "vision/digits_from_mnist")}
     assert everything <= here | set(COVERED_ELSEWHERE), sorted(everything - here - set(COVERED_ELSEWHERE))
 
 
