@@ -1,5 +1,6 @@
-"""Lightning's and Hydra's private internals: converge keeps two, each in one module (the DDP launcher, the step
-Lightning logs an epoch at) and pinned here; where public API replaced one, what Lightning does is pinned too."""
+"""Lightning's and Hydra's private internals: converge keeps four, each in one module (the DDP launcher, the step
+Lightning logs an epoch at, Hydra's command-line parser, Lightning's scripting switch) and pinned here; where
+public API replaced one, what Lightning does is pinned too."""
 
 from __future__ import annotations
 
@@ -24,15 +25,18 @@ from converge.training.distributed import DDPStrategy, _ConfigLauncher
 ROOT = Path(__file__).resolve().parents[1]
 # The modules that keep a private internal (pinned below), and the one each may use.
 ISOLATED = {ROOT / "src/converge/training/distributed.py": "_SubprocessScriptLauncher",
-            ROOT / "src/converge/diagnostics/dashboards.py": "_batches_that_stepped"}
+            ROOT / "src/converge/diagnostics/dashboards.py": "_batches_that_stepped",
+            ROOT / "src/converge/cli.py": "hydra._internal.utils import get_args_parser",
+            ROOT / "src/converge/exporting/formats.py": "_jit_is_scripting"}
 PRIVATE = re.compile(
-    r"from (lightning|hydra)\S* import .*\b_[a-zA-Z]|(lightning|hydra)\S*\._[a-z]\w* import"  # private names, modules
+    r"from (lightning|hydra)\S* import .*\b_[a-zA-Z]|\b(lightning|hydra)(\.\w+)*\._[a-z]\w*"  # private names, modules
+    r"|\._jit_is_scripting\b"
     r"|\.(_logger_connector|_batches_that_stepped|_return_value|_last_checkpoint_saved|_last_global_step_saved"
     r"|_every_n_train_steps|_train_time_interval|_should_save_on_train_epoch_end|_trainer)\b"  # private attributes
     r"|\b(trainer|fit_loop|epoch_loop)\._[a-z]")
 
 
-def test_no_private_lightning_or_hydra_internal_but_the_two_isolated_ones() -> None:
+def test_no_private_lightning_or_hydra_internal_but_the_isolated_ones() -> None:
     sources = [*ROOT.glob("src/**/*.py"), *ROOT.glob("plugins/*/src/**/*.py")]
     found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}" for path in sources
              for number, line in enumerate(path.read_text().splitlines(), 1)
@@ -156,3 +160,14 @@ def test_early_stopping_in_the_first_epoch_is_reported_as_early_stopping() -> No
     trainer.fit(StopAtOnce(), data, data)
     assert trainer.current_epoch == 1 and stopper.stopped_epoch == 0
     assert fit_outcome(trainer)["stop_reason"] == "early_stopping"
+
+
+def test_hydras_argument_parser_and_lightnings_scripting_switch_are_still_there() -> None:
+    """converge.cli splits Hydra's flags from overrides with the parser hydra.main uses; converge.exporting sets
+    LightningModule._jit_is_scripting so that tracing a task does not touch its `trainer` property."""
+    from hydra._internal.utils import get_args_parser
+
+    parsed = get_args_parser().parse_args(["--cfg", "job", "-m", "optim.lr=1e-3", "model=vision/cnn"])
+    assert parsed.overrides == ["optim.lr=1e-3", "model=vision/cnn"] and parsed.cfg == "job" and parsed.multirun
+    assert pl.LightningModule._jit_is_scripting is False
+    assert "_jit_is_scripting" in inspect.getsource(pl.LightningModule.trainer.fget)
