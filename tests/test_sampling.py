@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from converge.data.module import DataModule
 from converge.data.sampling import EpochSampler, SeededDataset, ShardSampler
 
 
@@ -50,3 +51,30 @@ def test_evaluation_shards_read_each_sample_once_unless_the_ranks_batch_counts_w
     # 129 would be 65 + 64 samples, 2 batches of 64 on one rank and 1 on the other: padded as Lightning would
     assert len({-(-len(shard) // 64) for shard in shards}) == 1, "every rank runs the same number of batches"
     assert list(ShardSampler(range(size), batch_size=64)) == list(range(size)), "one process reads all, in order"
+
+
+class _Batches(_Noisy):
+    """Batches itself: `__getitems__` answers a whole batch of (index, seed) keys at once, as a tuple."""
+
+    calls = 0
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        indices, seeds = zip(*keys, strict=True)
+        return torch.tensor(indices), torch.tensor(seeds)
+
+
+class _Module(DataModule):
+    def spec(self) -> dict:
+        return {}
+
+
+def test_the_loader_passes_a_dataset_made_batch_through_in_the_samplers_order() -> None:
+    module, data = _Module(batch_size=4, eval_batch_size=3), _Batches()
+    module.sampling_seed = 5
+    batches = list(module.loader(data, train=True))
+    assert all(isinstance(batch, tuple) for batch in batches), "the dataset's batch, not collated again"
+    keys = [(int(i), int(s)) for indices, seeds in batches for i, s in zip(indices, seeds, strict=True)]
+    assert keys == list(EpochSampler(data, seed=5)) and data.calls == len(batches) == 3
+    indices = [int(i) for batch in module.loader(_Noisy(), train=False) for i in batch[:, 0].floor()]
+    assert indices == list(range(10)), "plain samples are still collated, evaluation reads each once in order"

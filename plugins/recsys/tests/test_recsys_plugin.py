@@ -210,25 +210,70 @@ def test_ml100k_slice_splits_and_spec() -> None:
     assert json.loads(json.dumps(spec)) == spec  # plain JSON
 
 
-def test_validation_under_ddp_reads_every_rating_once_and_training_keeps_ranks_in_step(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import converge_recsys.data
+def _slice(task: str = "rating", **options):
+    """A data module on the first 80 users of ml-100k; `sampling_seed` 0, the run's `seed` as converge sets it."""
     from converge_recsys.data import RecsysData
     from converge_recsys.sources import MovieLens100k
 
-    data = RecsysData(MovieLens100k(), task="rating", max_users=80, batch_size=64, eval_batch_size=70)
-    val = data._rating_rows("val", train=False)
-    seen, steps = {}, {}
+    split = "random" if task == "rating" else "leave_last_out"
+    return RecsysData(MovieLens100k(), task=task, split=split, max_users=80, batch_size=64, **options)
+
+
+def _rows(loader) -> list[tuple[int, int, float]]:
+    """(user, item, target) of every row the loader serves, in order."""
+    return [(int(u), int(i), float(t)) for users, items, *_, targets in loader
+            for u, i, t in zip(users, items, targets, strict=True)]
+
+
+def test_seed_orders_the_epochs_and_split_seed_only_splits() -> None:
+    data = _slice()
+    order, train = _rows(data.train_dataloader()), data._prepare()["parts"]["train"]
+    data.sampling_seed = 1
+    reordered = _rows(data.train_dataloader())
+    assert reordered != order and sorted(reordered) == sorted(order), "seed: the same rows, another order"
+    reseeded = _slice()
+    reseeded.sampling_seed = 1
+    assert np.array_equal(reseeded._prepare()["parts"]["train"], train), "seed does not change the split"
+    resplit = _slice(split_seed=1)
+    assert not np.array_equal(resplit._prepare()["parts"]["train"], train)
+    assert list(resplit.train_dataloader().sampler) == list(_slice().train_dataloader().sampler), \
+        "split_seed does not change the order"
+
+
+def test_ranking_negatives_are_drawn_from_seed_epoch_and_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    import converge.data.sampling
+
+    data = _slice("ranking")
+    loader = data.train_dataloader()
+    first = _rows(loader)
+    loader.sampler.set_epoch(1)  # what Lightning does each epoch
+    second = _rows(loader)
+    resumed = data.train_dataloader()  # a run resumed at epoch 1: a new loader, whatever the global RNG drew
+    torch.rand(5)
+    resumed.sampler.set_epoch(1)
+    assert _rows(resumed) == second
+    negatives = [sorted(row for row in rows if row[2] == 0) for rows in (first, second)]
+    assert negatives[0] != negatives[1], "fresh negatives every epoch"
+    positives = {(u, i) for u, i, target in first if target == 1}
+    assert len(first) == 5 * len(positives)
+    assert sum((u, i) in positives for u, i, _ in negatives[0]) < 0.01 * len(negatives[0]), "unseen items"
+    shards = []
+    for rank in (0, 1):  # each rank of a 2-process world: its share of the same rows, as many steps
+        monkeypatch.setattr(converge.data.sampling, "world_and_rank", lambda rank=rank: (2, rank))
+        shards.append(list(data.train_dataloader()))
+    assert len(shards[0]) == len(shards[1]) and set(_rows(shards[0]) + _rows(shards[1])) == set(first)
+
+
+def test_validation_under_ddp_reads_every_rating_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import converge.data.sampling
+
+    data = _slice(eval_batch_size=70)
+    seen = {}
     for world, rank in ((1, 0), (2, 0), (2, 1)):  # one process, then each rank of a 2-process world
-        monkeypatch.setattr(converge_recsys.data, "world_and_rank", lambda world=world, rank=rank: (world, rank))
-        batches = list(val)
-        assert len(batches) == len(val)
-        seen[world, rank] = [(int(u), int(i)) for users, items, *_ in batches
-                             for u, i in zip(users, items, strict=True)]
-        steps[world, rank] = len(list(data._rating_rows("train", train=True)))
+        monkeypatch.setattr(converge.data.sampling, "world_and_rank", lambda world=world, rank=rank: (world, rank))
+        seen[world, rank] = _rows(data.val_dataloader())
     assert sorted(seen[2, 0] + seen[2, 1]) == sorted(seen[1, 0]), "no rating dropped or read twice"
-    assert len(seen[1, 0]) == val.num_rows and -(-val.num_rows // 70) % 2 == 1, "the test needs an odd batch count"
-    assert steps[2, 0] == steps[2, 1], "DDP needs as many training steps on every rank"
+    assert len(seen[1, 0]) == len(data._prepare()["parts"]["val"])
 
 
 def test_experiments_compose() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from pydantic import NonNegativeInt, PositiveInt  # ranges `converge train` checks before anything runs
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from converge.data.sampling import EpochSampler, ShardSampler
 
@@ -65,10 +65,16 @@ class DataModule(pl.LightningDataModule, ABC):
         `SeededDataset`, with augmentations) drawn from (seed, epoch), so a resumed run trains exactly like an
         uninterrupted one; evaluation reads in order, each sample once across DDP ranks.
 
+        A dataset may batch itself: torch's DataLoader calls its `__getitems__(keys)` with a whole batch of
+        keys (indices, or `(index, seed)` pairs for a `SeededDataset`), and the batch it returns, a tuple, dict
+        or tensor (not a list), is passed through as it is: one gather per batch over whole tensors, where
+        `__getitem__` and collate cost a Python call per sample.
+
         Args:
             dataset: a map-style dataset.
             train: training (shuffled by seed and epoch, `batch_size`) or evaluation (`eval_batch_size`).
-            collate_fn: DataLoader's, to batch samples (default: stack tensors).
+            collate_fn: DataLoader's, to batch samples (default: stack tensors; a batch that is not a list of
+                samples passes through).
 
         Returns:
             A `torch.utils.data.DataLoader`.
@@ -86,10 +92,15 @@ class DataModule(pl.LightningDataModule, ABC):
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            collate_fn=collate_fn,
+            collate_fn=collate_fn or collate_unless_batched,
             generator=torch.Generator().manual_seed(self.sampling_seed),  # worker seeds: not from the global stream
             drop_last=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
         )
+
+
+def collate_unless_batched(data: Any) -> Any:
+    """Torch's default collate of a list of samples; a batch a dataset's `__getitems__` made itself passes."""
+    return default_collate(data) if isinstance(data, list) else data

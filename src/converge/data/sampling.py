@@ -62,11 +62,11 @@ class EpochSampler(DistributedSampler):
         self.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[Any]:
-        indices = super().__iter__()
+        indices = list(super().__iter__())
         if not self.seeded:
-            return indices
+            return iter(indices)
         seeds = np.random.default_rng([self.seed, self.epoch]).integers(0, 2**63 - 1, size=len(self.dataset))
-        return ((index, int(seeds[index])) for index in indices)
+        return zip(indices, seeds[indices].tolist(), strict=True)  # one conversion, not a numpy scalar per sample
 
 
 class ShardSampler(DistributedSampler):

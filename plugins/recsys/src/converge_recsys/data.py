@@ -1,22 +1,22 @@
 """The recommendation data module: load, validate, split, index; and the spec the task is built from.
 
-Interactions are kept as whole tensors and served in big batches by `EpochBatches`
-(no per-row Python work), and ranking negatives are drawn afresh every epoch
-from a seeded generator. Ids and side features are encoded by
+Interactions are kept as whole tensors and served by the core loader in batches that
+the datasets gather themselves (no per-row Python work); ranking negatives are drawn
+afresh every epoch from per-row seeds of (seed, epoch, row). Ids and side features are encoded by
 `converge_recsys.preprocessing`, the same numpy code `converge predict` serves with.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
-from converge import ConfigError, DataError, DataModule, ShardSampler, world_and_rank
+from converge import ConfigError, DataError, DataModule, SeededDataset
 from converge_recsys.preprocessing import Encoder, IdMap, build_spec, fit_features
 from converge_recsys.sources import InteractionData
 from converge_recsys.splits import split as split_rows
@@ -26,44 +26,50 @@ MISSED = 2.0  # target of a relevant item that cannot be ranked (absent from tra
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class EpochBatches(IterableDataset):
-    """(user, item, user features, item features, target) batches over whole tensors.
+class Rows(Dataset):
+    """(user, item, user features, item features, target) rows over whole tensors, a batch at a time: the core
+    loader calls `__getitems__` with a batch's indices, and one gather per tensor makes the batch (a per-row
+    `__getitem__` and collate would cost a Python call per row)."""
 
-    Training draws each epoch's permutation (and, for ranking, its negatives) from `seed + epoch`,
-    so a run is reproducible and every DDP rank agrees; ranks take interleaved batches, as many
-    on each (DDP syncs every step). Evaluation reads the rows in order, each on one rank only
-    (the core's `ShardSampler`), so a validation metric counts every rating once.
-    """
-
-    def __init__(self, rows: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray, np.ndarray]],
-                 num_rows: int, user_table: torch.Tensor, item_table: torch.Tensor, batch_size: int, train: bool,
-                 seed: int, epoch: Callable[[], int]) -> None:
-        self.rows, self.num_rows, self.batch_size, self.train, self.seed, self.epoch = (
-            rows, num_rows, batch_size, train, seed, epoch)
+    def __init__(self, users: np.ndarray, items: np.ndarray, targets: np.ndarray, user_table: torch.Tensor,
+                 item_table: torch.Tensor) -> None:
+        self.users, self.items, self.targets = (torch.from_numpy(a) for a in (users, items, targets))
         self.user_table, self.item_table = user_table, item_table
 
     def __len__(self) -> int:
-        if not self.train:
-            return math.ceil(len(self._shard()) / self.batch_size)
-        world, _ = world_and_rank()
-        return max(1, math.ceil(self.num_rows / self.batch_size) // world)
+        return len(self.targets)
 
-    def __iter__(self) -> Iterator[Batch]:
-        rng = np.random.default_rng(self.seed + self.epoch())
-        users, items, targets = (torch.from_numpy(a) for a in self.rows(rng))
-        if self.train:
-            order = torch.from_numpy(rng.permutation(len(users)))
-            world, rank = world_and_rank()
-            picks = [order[start:start + self.batch_size]
-                     for start in list(range(0, len(users), self.batch_size))[rank::world][: len(self)]]
-        else:
-            picks = torch.tensor(self._shard(), dtype=torch.long).split(self.batch_size)
-        for pick in picks:
-            u, i = users[pick], items[pick]
-            yield u, i, self.user_table[u], self.item_table[i], targets[pick]
+    def __getitems__(self, indices: list[int]) -> Batch:
+        rows = torch.tensor(indices)
+        return self.batch(self.users[rows], self.items[rows], self.targets[rows])
 
-    def _shard(self) -> list[int]:
-        return list(ShardSampler(range(self.num_rows), self.batch_size, world_and_rank()))
+    def batch(self, users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> Batch:
+        return users, items, self.user_table[users], self.item_table[items], targets
+
+
+class SampledNegatives(SeededDataset):
+    """Ranking training rows: the positives, then `negatives` rows per positive whose item is drawn afresh each
+    epoch from the row's own seed, which the core's `EpochSampler` derives from (seed, epoch, row): so a resumed
+    run and every DDP rank draw the same negatives. Drawn for a whole batch at once in `__getitems__`."""
+
+    def __init__(self, positives: Rows, num_items: int, negatives: int) -> None:
+        self.positives, self.num_items, self.negatives = positives, num_items, negatives
+        self.users, self.items = positives.users.numpy(), positives.items.numpy()
+        self.seen = np.unique(self.users * num_items + self.items)
+
+    def __len__(self) -> int:
+        return len(self.positives) * (1 + self.negatives)
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> Batch:
+        rows, seeds = np.fromiter(chain.from_iterable(keys), np.int64, 2 * len(keys)).reshape(-1, 2).T  # asarray: 3x
+        positive, negative = rows % len(self.positives), rows >= len(self.positives)
+        users, items = self.users[positive], self.items[positive]  # numpy: torch's gathers contend for threads
+        items[negative] = sample_unseen(seeds[negative], users[negative], self.seen, self.num_items)
+        return self.positives.batch(*(torch.from_numpy(a) for a in (users, items, (~negative).astype(np.float32))))
+
+    def sample(self, index: int) -> Batch:
+        """Row `index` alone (`dataset[(index, seed)]`), a negative's item drawn from torch's seeded RNG."""
+        return self.__getitems__([(index, int(torch.randint(2**62, ())))])
 
 
 class UserRankingRows(Dataset):
@@ -161,34 +167,13 @@ class RecsysData(DataModule):
         self._prepare()
 
     # -- datasets -------------------------------------------------------------------------------
-    def _epoch(self) -> int:
-        trainer = getattr(self, "trainer", None)
-        return int(trainer.current_epoch) if trainer is not None else 0
-
-    def _rating_rows(self, part: str, train: bool) -> EpochBatches:
+    def _rows(self, part: str) -> Rows:
+        """The part's interactions; targets: ratings, or 1 (positives) for ranking."""
         p = self._prepare()
         idx = p["parts"][part]
-        fixed = (p["user_idx"][idx], p["item_idx"][idx], p["ratings"][idx].astype(np.float32))
-        return EpochBatches(lambda rng: fixed, len(idx), p["user_table"], p["item_table"],
-                            self.batch_size if train else self.eval_batch_size, train=train,
-                            seed=self.split_seed, epoch=self._epoch if train else lambda: 0)
-
-    def _ranking_train_rows(self) -> EpochBatches:
-        p = self._prepare()
-        idx = p["parts"]["train"]
-        users, items = p["user_idx"][idx], p["item_idx"][idx]
-        num_items = p["spec"]["num_items"]
-        positives = np.unique(users * num_items + items)
-        per = self.negatives
-
-        def rows(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            neg_users = np.repeat(users, per)
-            neg_items = sample_unseen(rng, neg_users, positives, num_items)
-            return (np.concatenate([users, neg_users]), np.concatenate([items, neg_items]),
-                    np.r_[np.ones(len(users), np.float32), np.zeros(len(neg_users), np.float32)])
-
-        return EpochBatches(rows, len(users) * (1 + per), p["user_table"], p["item_table"], self.batch_size,
-                            train=True, seed=self.split_seed, epoch=self._epoch)
+        targets = p["ratings"][idx] if self.task == "rating" else np.ones(len(idx))
+        return Rows(p["user_idx"][idx], p["item_idx"][idx], targets.astype(np.float32), p["user_table"],
+                    p["item_table"])
 
     def ranking_targets(self, part: str) -> tuple[np.ndarray, np.ndarray]:
         """(evaluated users, target matrix users x items) of the val or test part; test also hides val items."""
@@ -223,32 +208,42 @@ class RecsysData(DataModule):
         p = self._prepare()
         return UserRankingRows(users, targets, p["user_table"], p["item_table"])
 
-    def _eval(self, part: str):
-        if self.task == "rating":
-            return self._rating_rows(part, train=False)
-        return self.loader(self._ranking_eval_rows(part), train=False)
+    def _eval(self, part: str) -> DataLoader:
+        rows = self._rows(part) if self.task == "rating" else self._ranking_eval_rows(part)
+        return self.loader(rows, train=False)
 
-    def train_dataloader(self):
-        rows = self._rating_rows("train", train=True) if self.task == "rating" else self._ranking_train_rows()
-        return torch.utils.data.DataLoader(rows, batch_size=None, num_workers=0)
+    def train_dataloader(self) -> DataLoader:
+        rows = self._rows("train")
+        if self.task == "ranking":
+            rows = SampledNegatives(rows, self._prepare()["spec"]["num_items"], self.negatives)
+        return self.loader(rows, train=True)
 
-    def val_dataloader(self):
-        loader = self._eval("val")
-        return torch.utils.data.DataLoader(loader, batch_size=None) if self.task == "rating" else loader
+    def val_dataloader(self) -> DataLoader:
+        return self._eval("val")
 
-    def test_dataloader(self):
-        loader = self._eval("test")
-        return torch.utils.data.DataLoader(loader, batch_size=None) if self.task == "rating" else loader
+    def test_dataloader(self) -> DataLoader:
+        return self._eval("test")
 
 
-def sample_unseen(rng: np.random.Generator, users: np.ndarray, positives: np.ndarray, num_items: int,
+def sample_unseen(seeds: np.ndarray, users: np.ndarray, positives: np.ndarray, num_items: int,
                   rounds: int = 5) -> np.ndarray:
-    """One item in 1..num_items-1 per user that the user has no training interaction with (redrawn up to
-    `rounds` times; a user who rated nearly everything may keep a rare collision)."""
-    items = rng.integers(1, num_items, size=len(users))
-    for _ in range(rounds):
-        clash = np.flatnonzero(np.isin(users * num_items + items, positives, assume_unique=False))
-        if not len(clash):
+    """One item in 1..num_items-1 per user that the user has no training interaction with (`positives`: the sorted
+    `user * num_items + item` of those), a function of its seed alone (redrawn up to `rounds` times; a user who
+    rated nearly everything may keep a rare collision)."""
+    items, redraw = draw(seeds, 0, num_items), np.arange(len(seeds))
+    for round_ in range(1, rounds + 1):
+        pairs = users[redraw] * num_items + items[redraw]
+        redraw = redraw[positives[np.searchsorted(positives, pairs).clip(max=len(positives) - 1)] == pairs]
+        if not len(redraw):
             break
-        items[clash] = rng.integers(1, num_items, size=len(clash))
+        items[redraw] = draw(seeds[redraw], round_, num_items)
     return items
+
+
+def draw(seeds: np.ndarray, round_: int, num_items: int) -> np.ndarray:
+    """An item in 1..num_items-1 per seed and round: splitmix64's mix of the two, vectorised (numpy has no
+    generator per element, and one per row would cost a Python call each)."""
+    z = seeds.astype(np.uint64) + np.uint64(round_ * 0x9E3779B97F4A7C15 % 2**64)  # arrays wrap mod 2**64
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (1 + (z ^ (z >> np.uint64(31))) % np.uint64(num_items - 1)).astype(np.int64)
