@@ -33,7 +33,7 @@ def test_cfg_job_prints_the_composed_config_with_overrides() -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["trian"], "unknown command 'trian'.\nDid you mean: train?"),
-    (["train", "experiment=vision/digit"], "Did you mean: vision/digits?"),
+    (["train", "experiment=vision/digit"], "Did you mean: vision/digits"),
     (["train", "experiment=vision/digits", "model=vision/resnet"], "Did you mean: vision/resnet18"),
     (["train", "experiment=vision/digits", "hardware=ddp_gpu"], "unknown hardware config 'ddp_gpu'"),
     (["train", "-m", "experiment=vision/digits", "optim=adamw,sgdd"], "unknown optim config 'sgdd'"),

@@ -36,7 +36,7 @@ def test_scheduler_options_build_with_the_run_length(scheduler: str) -> None:
 
     params = [torch.nn.Parameter(torch.zeros(1))]
     trainer = SimpleNamespace(estimated_stepping_batches=100, max_epochs=10)
-    built = configure_optimizers(plain(cfg.optim), plain(cfg.scheduler) or None, params, trainer)
+    built = configure_optimizers(plain(cfg.optim), plain(cfg.scheduler) or None, [{"params": params}], trainer)
     if scheduler == "none":
         assert isinstance(built, torch.optim.Optimizer)
         return

@@ -39,7 +39,10 @@ def test_a_sweep_claims_its_folder_once_however_often_hydra_reads_it(tmp_path: P
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="converge.conf", version_base="1.3"):
         overrides = ["experiment=vision/digits", f"paths.output_root={tmp_path}", "task_name=sweep"]
-        first, second = (compose("train", overrides, return_hydra_config=True) for _ in range(2))
+        single = compose("train", overrides, return_hydra_config=True)  # a single run reads it, claims nothing
+        assert OmegaConf.select(single, "hydra.sweep.dir") and not (tmp_path / "sweep").exists()
+        first, second = (compose("train", [*overrides, "hydra.mode=MULTIRUN"], return_hydra_config=True)
+                         for _ in range(2))
     sweep_dir = OmegaConf.select(first, "hydra.sweep.dir")
     assert OmegaConf.select(first, "hydra.sweep.dir") == sweep_dir  # read again: the same folder, not a new claim
     other = OmegaConf.select(second, "hydra.sweep.dir")

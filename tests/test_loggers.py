@@ -115,8 +115,10 @@ def test_csv_logger_gets_the_final_scores(tmp_path: Path) -> None:
 
 
 def test_a_run_failing_after_its_loggers_started_leaves_no_run_directory(tmp_path: Path) -> None:
-    done = run_cli(["train", *DIGITS, "logger=[mlflow,wandb]", "data.batch_size=0"], cwd=tmp_path)
-    assert done.returncode != 0
+    fail = ["+callbacks.fail._target_=converge.testing.faults.FailAt", "+callbacks.fail.epoch=0",
+            "+callbacks.fail.batch=0"]
+    done = run_cli(["train", *DIGITS, "logger=[mlflow,wandb]", *fail], cwd=tmp_path)
+    assert done.returncode == 2
     output = done.stdout + done.stderr
-    assert "batch_size" in output and "offline-run-" in output, "it failed in fit, with both loggers writing"
+    assert "injected failure" in output and "offline-run-" in output, "it failed in fit, with both loggers writing"
     assert not any((tmp_path / "outputs" / "loggers" / "runs").iterdir())

@@ -19,6 +19,7 @@ from converge_recsys.preprocessing import UNKNOWN, Encoder
 from converge_recsys.splits import kfold_split, leave_last_out, random_split
 
 SLICE = ["data.max_users=80"]  # the first 80 users of ml-100k: ~8k real ratings
+WORLD = "converge.data.sampling.world_and_rank"  # faked to see what each rank of a DDP world reads
 
 
 def _write(path: Path, text: str) -> Path:
@@ -241,8 +242,6 @@ def test_seed_orders_the_epochs_and_split_seed_only_splits() -> None:
 
 
 def test_ranking_negatives_are_drawn_from_seed_epoch_and_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    import converge.data.sampling
-
     data = _slice("ranking")
     loader = data.train_dataloader()
     first = _rows(loader)
@@ -259,18 +258,16 @@ def test_ranking_negatives_are_drawn_from_seed_epoch_and_row(monkeypatch: pytest
     assert sum((u, i) in positives for u, i, _ in negatives[0]) < 0.01 * len(negatives[0]), "unseen items"
     shards = []
     for rank in (0, 1):  # each rank of a 2-process world: its share of the same rows, as many steps
-        monkeypatch.setattr(converge.data.sampling, "world_and_rank", lambda rank=rank: (2, rank))
+        monkeypatch.setattr(WORLD, lambda rank=rank: (2, rank))
         shards.append(list(data.train_dataloader()))
     assert len(shards[0]) == len(shards[1]) and set(_rows(shards[0]) + _rows(shards[1])) == set(first)
 
 
 def test_validation_under_ddp_reads_every_rating_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import converge.data.sampling
-
     data = _slice(eval_batch_size=70)
     seen = {}
     for world, rank in ((1, 0), (2, 0), (2, 1)):  # one process, then each rank of a 2-process world
-        monkeypatch.setattr(converge.data.sampling, "world_and_rank", lambda world=world, rank=rank: (world, rank))
+        monkeypatch.setattr(WORLD, lambda world=world, rank=rank: (world, rank))
         seen[world, rank] = _rows(data.val_dataloader())
     assert sorted(seen[2, 0] + seen[2, 1]) == sorted(seen[1, 0]), "no rating dropped or read twice"
     assert len(seen[1, 0]) == len(data._prepare()["parts"]["val"])

@@ -148,7 +148,7 @@ def test_experiments_compose() -> None:
     for name in ("r8", "20ng"):  # the linear SVM-style recipe, last epoch kept
         cfg = compose([f"experiment=text/{name}"], output_dir="/tmp/unused")
         assert cfg.model.net.dim is None and cfg.model.loss == "squared_hinge" and cfg.optim.weight_decay > 0
-        assert cfg.monitor.keep == "last" and cfg.monitor.metric is None and cfg.callbacks.early_stopping is None
+        assert cfg.monitor.keep == "last" and cfg.monitor.metric == "val/acc" and cfg.callbacks.early_stopping is None
 
 
 def test_squared_hinge_is_linear_svms_one_vs_rest_loss() -> None:

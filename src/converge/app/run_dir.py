@@ -11,6 +11,7 @@ from converge.layout import CHECKPOINTS_DIR, HYDRA_DIR, RUN_ENTRIES
 
 RUN_DIRECTORY_RESOLVER = "converge_run_dir"
 NEW_DIRECTORY_RESOLVER = "converge_new_dir"
+SWEEP_DIRECTORY_RESOLVER = "converge_sweep_dir"
 _PRINT_ONLY = ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help")  # Hydra's flags that run no job
 
 
@@ -50,13 +51,21 @@ def claim_directory(path: str) -> str:
             claimed = f"{path}-{number}"
 
 
+def sweep_directory(path: str, mode: object) -> str:
+    """A sweep's folder, claimed as a run's is (see `claim_directory`), but only by a sweep (`-m`): a single run
+    that reads its `hydra.sweep.dir` (a search's storage interpolates it) must not leave an empty folder."""
+    return claim_directory(path) if str(mode).endswith("MULTIRUN") else path
+
+
 def register_run_directory() -> None:
-    """Make `${converge_run_dir:...}` and `${converge_new_dir:...}` (conf/hydra/default.yaml) resolvable: before
+    """Make `${converge_run_dir:...}`, `${converge_new_dir:...}` and `${converge_sweep_dir:...}` resolvable: before
     Hydra creates the folder. Cached (per config, and Hydra copies the cache into each sweep job's config, as for
     `${now:}`): a run claims its folder once, however often Hydra reads the key."""
     from omegaconf import OmegaConf
 
-    for name, resolver in ((RUN_DIRECTORY_RESOLVER, run_directory), (NEW_DIRECTORY_RESOLVER, claim_directory)):
+    resolvers = ((RUN_DIRECTORY_RESOLVER, run_directory), (NEW_DIRECTORY_RESOLVER, claim_directory),
+                 (SWEEP_DIRECTORY_RESOLVER, sweep_directory))
+    for name, resolver in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)
 

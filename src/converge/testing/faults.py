@@ -24,3 +24,15 @@ class KillAt(pl.Callback):
                            batch_idx: int) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FailAt(KillAt):
+    """Raises `converge.errors.DataError` after training batch `batch` of epoch `epoch`: a run that fails inside
+    fit, after its loggers and callbacks started (the process cleans up, unlike under KillAt)."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            from converge.errors import DataError
+
+            raise DataError(f"injected failure at epoch {self.epoch}, batch {self.batch} (converge.testing.faults)")
