@@ -52,6 +52,9 @@ COVERED_ELSEWHERE = {
     ("finetune", "lora"): "tests/test_finetune.py",
     ("hydra", "launcher/submitit_local"): "tests/test_launchers.py (-m slow)",
     ("hydra", "launcher/submitit_slurm"): "tests/test_launchers.py (its resource checks)",
+    # The README's third-party plugin, listed once a test has put it on sys.path: every core option above runs on it.
+    ("data", "tabular/csv"): "test_core_option_runs, tests/test_write_a_plugin.py",
+    ("model", "tabular/mlp"): "test_core_option_runs, tests/test_write_a_plugin.py",
 }
 # Plugin options without a run elsewhere: a smoke run on a slice of their data.
 SLICES = {
