@@ -41,6 +41,8 @@ _LOCATIONS = {
     "stratified_fold": "converge.data.splits",
     "validation_split": "converge.data.splits",
     "check_folds": "converge.data.splits",
+    "FeatureCache": "converge.training.feature_cache",
+    "row_key": "converge.training.feature_cache",
     # dashboards
     "log_confusion_matrix": "converge.diagnostics.confusion",
     "validation_predictions": "converge.diagnostics.dashboards",

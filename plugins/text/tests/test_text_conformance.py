@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from converge.testing import PluginConformance
+from tiny_bert import TINY_BERT
 
 # 160 training and 160 test documents of R8, a small vocabulary: seconds per run, real text.
 SLICE = ["data=text/r8", "data.max_docs=160", "data.tokenizer.max_vocab=3000", "data.batch_size=32"]
@@ -51,6 +52,13 @@ class TestKimCNN(TextConformance):
 class TestTransformer(TextConformance):
     overrides = [*SLICE, *WORDS_IN_ORDER, "model=text/transformer", "model.net.dim=16", "model.net.heads=2",
                  "model.net.layers=1", "model.net.feedforward=32"]
+
+
+class TestPretrainedEncoder(TextConformance):
+    """model=text/minilm's network and its WordPiece tokenizer, on a tiny random BERT in Hugging Face format."""
+
+    overrides = [*SLICE, "data.tokenizer.max_words=64", f"data.tokenizer.pretrained={TINY_BERT}", "model=text/minilm",
+                 f"model.net.source={TINY_BERT}"]
 
 
 class TestFastTextExperiment(TextConformance):

@@ -114,7 +114,7 @@ class PluginConformance:
         from converge.app.export import export
 
         run_dir = tmp_path_factory.mktemp("export") / "run"
-        cfg = compose([f"ckpt_path={trained['metrics']['best']['checkpoint']}", *ALL_FORMATS, *self.export_overrides],
+        cfg = compose([f"ckpt_path={trained['metrics']['kept']['checkpoint']}", *ALL_FORMATS, *self.export_overrides],
                       output_dir=run_dir, config_name="export")
         return export(cfg)
 

@@ -21,7 +21,7 @@ from converge_text.sources import Corpus, LabelledTexts
 from converge_text.tokenizer import TextTokenizer, pad
 
 _TOKENIZER_DEFAULTS = {"max_vocab": 50_000, "min_count": 1, "bigram_buckets": 0, "max_words": 512, "lowercase": True,
-                       "term_frequency": "raw"}
+                       "term_frequency": "raw", "pretrained": None}
 
 
 class EncodedTexts(Dataset):
@@ -49,7 +49,8 @@ class TextClassificationData(DataModule):
     Args:
         source: builds a `Corpus` (`.load()`): a built-in corpus or your CSV/JSONL.
         tokenizer: `TextTokenizer.build` settings: max_vocab, min_count, bigram_buckets (0: words only),
-            max_words, lowercase, term_frequency (raw, binary, log).
+            max_words, lowercase, term_frequency (raw, binary, log); or `pretrained: <source>`, a pretrained
+            model's own WordPiece tokenizer (its vocabulary, max_words pieces; the word settings then unused).
         test_fraction: used only when the source has no test split of its own.
         val_fraction: of the training split (never of test); used when `num_folds` is null.
         num_folds, fold: cross-validation: validation is fold `fold` of a stratified `num_folds`-fold
@@ -83,7 +84,7 @@ class TextClassificationData(DataModule):
             if len(class_names) < 2:
                 raise DataError(f"the training split has {len(class_names)} class(es) {class_names}; "
                                 f"classification needs at least 2")
-            tokenizer = TextTokenizer.build(splits["train"].texts, **self.tokenizer_settings)
+            tokenizer = self._tokenizer(splits["train"].texts)
             index = {name: i for i, name in enumerate(class_names)}
             encoded = {name: self._encode(part, tokenizer, index, name) for name, part in splits.items()}
             self._prepared = {"class_names": class_names, "tokenizer": tokenizer, "datasets": encoded}
@@ -106,6 +107,15 @@ class TextClassificationData(DataModule):
             return part
         _, kept = stratified_split(np.asarray(part.labels), self.max_docs / len(part), self.split_seed + 10 + offset)
         return _take(part, kept)
+
+    def _tokenizer(self, texts: Sequence[str]) -> Any:
+        settings = dict(self.tokenizer_settings)
+        source = settings.pop("pretrained")
+        if source:
+            from converge_text.wordpiece import WordPieceTokenizer  # imports `tokenizers`: only where it is used
+
+            return WordPieceTokenizer.from_pretrained(str(source), max_length=int(settings["max_words"]))
+        return TextTokenizer.build(texts, **settings)
 
     @staticmethod
     def _encode(part: LabelledTexts, tokenizer: TextTokenizer, index: dict[str, int], split: str) -> EncodedTexts:
