@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converge.testing import PluginConformance
 from tiny_bert import TINY_BERT
+
+from converge.testing import PluginConformance
 
 # 160 training and 160 test documents of R8, a small vocabulary: seconds per run, real text.
 SLICE = ["data=text/r8", "data.max_docs=160", "data.tokenizer.max_vocab=3000", "data.batch_size=32"]

@@ -52,6 +52,7 @@ class PretrainedEncoderClassifier(nn.Module):
         self.head = nn.Linear(self.encoder.config.hidden_size, num_classes)
         self.cache_features = cache_features
         self._cache: FeatureCache | None = None
+        self.register_load_state_dict_post_hook(forget_cache)  # loaded weights (a checkpoint's) open their own
 
     def blocks(self) -> list[nn.Module]:
         """The encoder's blocks, bottom to top: the embeddings, then each Transformer layer."""
@@ -59,13 +60,6 @@ class PretrainedEncoderClassifier(nn.Module):
 
     def frozen(self) -> bool:
         return not any(parameter.requires_grad for parameter in self.encoder.parameters())
-
-    def train(self, mode: bool = True) -> PretrainedEncoderClassifier:
-        """A frozen encoder stays in eval mode: its features are then fixed, which is what makes them cacheable."""
-        super().train(mode)
-        if self.frozen():
-            self.encoder.eval()
-        return self
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(token_ids)))
@@ -75,6 +69,9 @@ class PretrainedEncoderClassifier(nn.Module):
         if not self.frozen():
             self._cache = None  # weights change from here on: a later frozen phase hashes them anew
             return self.pooled(token_ids)
+        # Fixed features, no dropout: what makes them cacheable. Set here, on each call, because Lightning
+        # restores each submodule's mode around validation by attribute, past any `train()` override.
+        self.encoder.eval()
         if not self.cache_features or torch.jit.is_tracing() or torch.compiler.is_compiling():
             with torch.no_grad():
                 return self.pooled(token_ids)
@@ -101,6 +98,10 @@ class PretrainedEncoderClassifier(nn.Module):
         """Write the features computed so far (the task calls it at the end of each validation and test)."""
         if self._cache is not None:
             self._cache.save()
+
+
+def forget_cache(net: PretrainedEncoderClassifier, incompatible_keys: object) -> None:
+    net._cache = None
 
 
 def load_bert(folder: Path) -> nn.Module:
