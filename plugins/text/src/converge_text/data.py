@@ -57,11 +57,13 @@ class TextClassificationData(DataModule):
             partition of the training split (seeded by split_seed), the other folds train; test never changes.
         max_docs: keep at most this many documents of each split (a seeded stratified sample): for
             quick checks and tests on slices of the real data; null keeps everything.
+        per_class: few-shot training: train on this many documents of each class (seeded; validation and
+            test unchanged, so pair it with a fixed schedule, monitor.keep=last); null trains on all.
     """
 
     def __init__(self, source: Any, tokenizer: Mapping[str, Any] | None = None, test_fraction: float = 0.2,
                  val_fraction: float = 0.1, split_seed: int = 0, max_docs: int | None = None,
-                 num_folds: int | None = None, fold: int = 0, **loader: Any) -> None:
+                 num_folds: int | None = None, fold: int = 0, per_class: int | None = None, **loader: Any) -> None:
         super().__init__(**loader)
         check_folds(num_folds, fold)
         if not hasattr(source, "load"):
@@ -73,7 +75,7 @@ class TextClassificationData(DataModule):
         self.source = source
         self.tokenizer_settings = {**_TOKENIZER_DEFAULTS, **(tokenizer or {})}
         self.test_fraction, self.val_fraction, self.split_seed = test_fraction, val_fraction, split_seed
-        self.max_docs, self.num_folds, self.fold = max_docs, num_folds, fold
+        self.max_docs, self.num_folds, self.fold, self.per_class = max_docs, num_folds, fold, per_class
         self._prepared: dict[str, Any] | None = None
 
     # -- preparing: split, learn the vocabulary on train, encode every split ---------------------------------
@@ -100,7 +102,10 @@ class TextClassificationData(DataModule):
             train, test = _take(train, keep), _take(train, held)
         keep, held = validation_split(np.asarray(train.labels), self.val_fraction, self.num_folds, self.fold,
                                       self.split_seed + 1)
-        return {"train": _take(train, keep), "val": _take(train, held), "test": test}
+        train, val = _take(train, keep), _take(train, held)
+        if self.per_class:
+            train = _take(train, per_class_sample(np.asarray(train.labels), self.per_class, self.split_seed + 20))
+        return {"train": train, "val": val, "test": test}
 
     def _limit(self, part: LabelledTexts, offset: int) -> LabelledTexts:
         if not self.max_docs or len(part) <= self.max_docs:
@@ -157,6 +162,13 @@ class TextClassificationData(DataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.loader(self.dataset("test"), train=False, collate_fn=collate)
+
+
+def per_class_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Positions of `count` random rows of each class (all of a smaller class), in their original order."""
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == label))[:count] for label in np.unique(labels)]
+    return np.sort(np.concatenate(chosen))
 
 
 def _take(part: LabelledTexts, indices: np.ndarray) -> LabelledTexts:

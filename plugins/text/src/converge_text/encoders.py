@@ -36,12 +36,13 @@ class PretrainedEncoderClassifier(nn.Module):
         source: `package:<distribution>` or a Hugging Face-format folder (config.json, model.safetensors).
         dropout: on the pooled features, before the head.
         cache_features: keep a frozen encoder's outputs (see the module docstring).
+        freeze_encoder: freeze it from the start (what `finetune=frozen` does for any task with a backbone).
     """
 
     reads_word_order = True
 
     def __init__(self, num_ids: int, num_classes: int, source: str, dropout: float = 0.1,
-                 cache_features: bool = True) -> None:
+                 cache_features: bool = True, freeze_encoder: bool = False) -> None:
         super().__init__()
         folder = locate_pretrained(source)
         self.encoder = load_bert(folder)
@@ -51,6 +52,7 @@ class PretrainedEncoderClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.encoder.config.hidden_size, num_classes)
         self.cache_features = cache_features
+        self.encoder.requires_grad_(not freeze_encoder)
         self._cache: FeatureCache | None = None
         self.register_load_state_dict_post_hook(forget_cache)  # loaded weights (a checkpoint's) open their own
 
