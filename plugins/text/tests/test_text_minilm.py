@@ -108,3 +108,20 @@ def test_predictions_with_the_cache_are_those_without(reviews: Path) -> None:
     with torch.no_grad():
         expected, got = plain(batch), cached(batch)
     assert torch.equal(got, expected)  # the same features, so the same head, bit for bit
+
+
+def test_the_onnx_transformer_answers_as_eager_at_two_batch_sizes_and_two_lengths(reviews: Path,
+                                                                                  tmp_path: Path) -> None:
+    from converge.exporting.formats import exportable_copy, runner, write_onnx
+
+    _, task = build(reviews)
+    task.eval()
+    example = task.export_inputs((torch.tensor([[2, 40, 41, 3], [2, 42, 3, 0]]),))
+    write_onnx(exportable_copy(task), task, example, tmp_path / "model.onnx", opset=18)
+    run = runner("onnx", tmp_path / "model.onnx")
+    torch.manual_seed(0)
+    for batch, length in ((1, 7), (5, 7), (1, 50), (5, 50)):
+        ids = torch.randint(5, 128, (batch, length))
+        ids[:, 0], ids[-1, length // 2:] = 2, 0  # [CLS] first; the last row padded past its middle
+        with torch.no_grad():
+            torch.testing.assert_close(run({"token_ids": ids}), task(ids), atol=1e-4, rtol=1e-4)

@@ -97,7 +97,7 @@ class PretrainedEncoderClassifier(nn.Module):
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)  # an empty text: zeros
 
     def save_cache(self) -> None:
-        """Write the features computed so far (the task calls it at the end of each validation and test)."""
+        """Write the features computed so far (the task calls it at the end of each training epoch and test)."""
         if self._cache is not None:
             self._cache.save()
 

@@ -79,8 +79,8 @@ class TextClassifier(TaskModule):
         """The encoder's blocks, bottom to top (for layer-wise LR decay and unfreezing the top N)."""
         return self.net.blocks() if hasattr(self.net, "blocks") else []
 
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
+    def on_train_epoch_end(self) -> None:  # after the epoch's validation: its rows are saved too
+        super().on_train_epoch_end()
         self._save_feature_cache()
 
     def on_test_epoch_end(self) -> None:
