@@ -5,7 +5,7 @@ the bundle. Every figure is wall-clock: run it on an idle machine and say under 
     python bench/minilm.py cache              # a frozen training epoch without, then with, the feature cache
     python bench/minilm.py train              # experiment=text/rotten_tomatoes_minilm{,_frozen}: test acc, time
     python bench/minilm.py fewshot            # R8, N = 5, 20, 100 per class, 3 seeds: MiniLM vs fastText
-    python bench/minilm.py bundle RUN_DIR     # export a fine-tuned run with int8, then converge bench --threads 2
+    python bench/minilm.py bundle RUN_DIR [OVERRIDE...]   # export a run with int8, then converge bench --threads 2
 """
 
 from __future__ import annotations
@@ -108,10 +108,10 @@ def fewshot(seeds: tuple[int, ...] = (0, 1, 2)) -> None:
     print("| N per class | experiment | test acc (mean) | std |\n|---|---|---|---|\n" + "\n".join(rows))
 
 
-def bundle(run_dir: str) -> None:
+def bundle(run_dir: str, *overrides: str) -> None:
     checkpoint = json.loads((Path(run_dir) / "metrics.json").read_text())["kept"]["checkpoint"]
     target = Path(run_dir) / "bundle"
-    converge("export", f"ckpt_path={checkpoint}", "export.quantize=int8", f"export.dir={target}")
+    converge("export", f"ckpt_path={checkpoint}", "export.quantize=int8", f"export.dir={target}", *overrides)
     manifest = json.loads((target / "manifest.json").read_text())
     print(json.dumps(manifest["verification"], indent=1))
     print({name: round(entry["bytes"] / 1e6, 1) for name, entry in manifest["files"].items()}, "MB")
@@ -122,8 +122,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["encoder", "cache", "train", "fewshot", "bundle"])
     parser.add_argument("run_dir", nargs="?")
+    parser.add_argument("overrides", nargs="*", help="export overrides (bundle)")
     arguments = parser.parse_args()
     if arguments.what == "bundle":
-        bundle(arguments.run_dir)
+        bundle(arguments.run_dir, *arguments.overrides)
     else:
         globals()[arguments.what]()
