@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -91,8 +90,8 @@ class FeatureCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(self.rows), dtype="S16")
         features = torch.stack(list(self.rows.values())).numpy()
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".npz")
-        with os.fdopen(handle, "wb") as file:
+        temporary = self.path.with_name(f"{self.path.stem}.{os.getpid()}.partial")  # one per writer (DDP ranks)
+        with open(temporary, "wb") as file:
             np.savez(file, keys=keys, features=features)
         os.replace(temporary, self.path)
         self.added = 0
