@@ -13,8 +13,9 @@ from torch import nn
 from converge.app.build import build_datamodule, build_task
 from converge.app.transfer import prepare_transfer
 from converge.errors import CheckpointError, ConfigError
+from converge.sources import locate
 from converge.testing import compose
-from converge.training.pretrained import load_pretrained, load_state, locate, read_weights
+from converge.training.pretrained import load_pretrained, load_state, read_weights
 
 DIGITS = ["data=vision/digits", "model=vision/cnn", "model.net.widths=[8,16]"]
 

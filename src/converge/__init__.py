@@ -16,7 +16,7 @@ _LOCATIONS = {
     "Plugin": "converge.plugin",
     "Task": "converge.plugin",
     "WheelDataset": "converge.fetch",
-    "locate": "converge.training.pretrained",
+    "locate": "converge.sources",
     # errors a plugin raises for a user's mistake (no torch)
     "ConvergeError": "converge.errors",
     "ConfigError": "converge.errors",
@@ -42,6 +42,10 @@ _LOCATIONS = {
     "stratified_fold": "converge.data.splits",
     "validation_split": "converge.data.splits",
     "check_folds": "converge.data.splits",
+    "read_weights": "converge.training.pretrained",
+    "load_state": "converge.training.pretrained",
+    "FeatureCache": "converge.training.feature_cache",
+    "row_key": "converge.training.feature_cache",
     # dashboards
     "log_confusion_matrix": "converge.diagnostics.confusion",
     "validation_predictions": "converge.diagnostics.dashboards",

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converge.testing import PluginConformance
+import torch
+from tiny_bert import TINY_BERT
+
+from converge.testing import PluginConformance, load_task
 
 # 160 training and 160 test documents of R8, a small vocabulary: seconds per run, real text.
 SLICE = ["data=text/r8", "data.max_docs=160", "data.tokenizer.max_vocab=3000", "data.batch_size=32"]
@@ -51,6 +54,27 @@ class TestKimCNN(TextConformance):
 class TestTransformer(TextConformance):
     overrides = [*SLICE, *WORDS_IN_ORDER, "model=text/transformer", "model.net.dim=16", "model.net.heads=2",
                  "model.net.layers=1", "model.net.feedforward=32"]
+
+
+class TestPretrainedEncoder(TextConformance):
+    """model=text/minilm's network and its WordPiece tokenizer, on a tiny random BERT in Hugging Face format."""
+
+    overrides = [*SLICE, "data.tokenizer.max_words=64", f"data.tokenizer.pretrained={TINY_BERT}", "model=text/minilm",
+                 f"model.net.source={TINY_BERT}"]
+
+    def test_onnx_answers_as_eager_at_two_batch_sizes_and_two_lengths(self, trained: dict, bundle: Path) -> None:
+        import onnxruntime
+
+        task = load_task(trained["metrics"]["kept"]["checkpoint"]).eval()
+        session = onnxruntime.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+        torch.manual_seed(0)
+        for batch, length in ((1, 7), (5, 7), (1, 50), (5, 50)):
+            ids = torch.randint(5, task.spec["num_ids"], (batch, length))
+            ids[:, 0], ids[-1, length // 2:] = 2, 0  # [CLS] first; the last row padded past its middle
+            with torch.no_grad():
+                expected = task(ids)
+            got = torch.from_numpy(session.run(None, {"token_ids": ids.numpy()})[0])
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 class TestFastTextExperiment(TextConformance):

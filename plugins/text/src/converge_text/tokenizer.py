@@ -120,6 +120,15 @@ class TextTokenizer:
         return pad([self.encode(text) for text in texts], min_length)
 
 
+def tokenizer_from_spec(spec: dict[str, Any]) -> Any:
+    """The tokenizer a spec describes: the word tokenizer, or a pretrained model's WordPiece one."""
+    if spec.get("kind") == "wordpiece":
+        from converge_text.wordpiece import WordPieceTokenizer  # imports `tokenizers`: only where it is used
+
+        return WordPieceTokenizer.from_spec(spec)
+    return TextTokenizer.from_spec(spec)
+
+
 def pad(sequences: Sequence[Sequence[int]], min_length: int = 1) -> np.ndarray:
     """Right-pad id lists with PAD_ID into one int64 matrix."""
     width = max([min_length, *map(len, sequences)])
