@@ -63,7 +63,11 @@ class TestPretrainedEncoder(TextConformance):
                  f"model.net.source={TINY_BERT}"]
 
     def test_onnx_answers_as_eager_at_two_batch_sizes_and_two_lengths(self, trained: dict, bundle: Path) -> None:
+        import onnx
         import onnxruntime
+
+        fused = {node.op_type for node in onnx.load(str(bundle / "model.onnx")).graph.node}
+        assert {"SkipLayerNormalization", "BiasGelu"} <= fused  # onnxruntime's transformer fusions (onnx_fusions)
 
         task = load_task(trained["metrics"]["kept"]["checkpoint"]).eval()
         session = onnxruntime.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -105,6 +105,8 @@ def _write_formats(task, example, batches, wanted: list[str], settings: DictConf
     module = formats.exportable_copy(task)
     if "onnx" in wanted or "int8" in wanted:
         formats.write_onnx(module, task, example, staging / FORMAT_FILES["onnx"], int(settings.opset))
+        if task.onnx_fusions():
+            formats.fuse_onnx(staging / FORMAT_FILES["onnx"], task.onnx_fusions())
     if "torchscript" in wanted:
         formats.write_torchscript(module, example, staging / FORMAT_FILES["torchscript"])
     if "torch_export" in wanted:

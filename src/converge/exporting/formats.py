@@ -15,6 +15,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ from torch.export import Dim
 
 from converge.errors import PluginError
 from converge.task import TaskModule
+
+log = logging.getLogger("converge")
 
 Inputs = Mapping[str, torch.Tensor]  # the exported model's named inputs, in order (TaskModule.export_inputs)
 Runner = Callable[[Inputs], torch.Tensor]
@@ -52,6 +55,16 @@ def write_onnx(module: nn.Module, task: TaskModule, example: Inputs, path: Path,
         torch.onnx.export(module, tuple(example.values()), str(path), dynamo=True, external_data=False, verbose=False,
                           opset_version=opset, input_names=list(example), output_names=list(task.output_names),
                           dynamic_shapes=dynamic_shapes(task, example))
+
+
+def fuse_onnx(path: Path, options: Mapping[str, Any]) -> None:
+    """Rewrite the ONNX file at `path` with onnxruntime's transformer fusions (`TaskModule.onnx_fusions`)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    # opt_level 0: the pattern fusions only; onnxruntime's own graph optimisations run when a session loads it.
+    fused = optimize_model(str(path), opt_level=0, **options)
+    log.info("onnxruntime fusions: %s", {op: n for op, n in fused.get_fused_operator_statistics().items() if n})
+    fused.save_model_to_file(str(path))
 
 
 @contextlib.contextmanager

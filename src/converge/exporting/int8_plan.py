@@ -20,6 +20,10 @@ So each weight of a Gather, MatMul, Gemm or Conv gets one of two schemes:
   onnxruntime's constant folding evaluates once when the session loads: the
   file is as small, and the graph that runs is the fp32 graph.
 
+Run-time weights get a scale per output channel: fine-tuned MiniLM's int8 logits
+came within 0.17 of fp32 that way, 0.82 with one scale per tensor, which cost
+1.0 point of validation accuracy (4 of 390 snippets).
+
 Conv weights are always stored (ConvInteger is several times slower than
 fp32 on CPU; calibrated static int8 is the route to int8 convolutions), and a
 MatMul of two activations is left alone (no weight to shrink).
@@ -134,7 +138,8 @@ def quantize_dynamic_where_it_pays(source: Path, target: Path, min_matmul_elemen
     model = onnx.load(str(source))
     chosen = plan(model, min_matmul_elements, min_table_bytes)
     if chosen.runtime_nodes:  # (an empty nodes_to_quantize would mean every node)
-        quantize_dynamic(model, str(target), weight_type=QuantType.QInt8, nodes_to_quantize=chosen.runtime_nodes)
+        quantize_dynamic(model, str(target), weight_type=QuantType.QInt8, nodes_to_quantize=chosen.runtime_nodes,
+                         per_channel=True)
         model = onnx.load(str(target))
     store_as_int8(model, chosen.stored_weights)
     onnx.save(model, str(target))

@@ -108,7 +108,19 @@ class TextClassifier(TaskModule):
         return (inputs["token_ids"],)
 
     def for_export(self) -> torch.nn.Module:
-        return self.net.for_inference() if self.serves_bags else self
+        if self.serves_bags:
+            return self.net.for_inference()
+        if self.backbone() is not None:  # (a copy of the task) spelled out, attention traces to what onnxruntime fuses
+            self.backbone().set_attn_implementation("eager")
+        return self
+
+    def onnx_fusions(self) -> dict[str, Any] | None:
+        """A pretrained BERT encoder's skip layer-norms and bias-GELUs fused for onnxruntime (its attention too,
+        where the exported pattern is one onnxruntime knows)."""
+        if self.backbone() is None:
+            return None
+        config = self.backbone().config
+        return {"model_type": "bert", "num_heads": config.num_attention_heads, "hidden_size": config.hidden_size}
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         if self.serves_bags:
