@@ -5,6 +5,7 @@ the bundle. Every figure is wall-clock: run it on an idle machine and say under 
     python bench/minilm.py cache              # a frozen training epoch without, then with, the feature cache
     python bench/minilm.py train              # experiment=text/rotten_tomatoes_minilm{,_frozen}: test acc, time
     python bench/minilm.py fewshot            # R8, N = 5, 20, 100 per class, 3 seeds: MiniLM vs fastText
+    python bench/minilm.py fewshot --per-class 5 20 --seeds 0 1 2
     python bench/minilm.py bundle RUN_DIR [OVERRIDE...]   # export a run with int8, then converge bench --threads 2
 """
 
@@ -33,19 +34,22 @@ def newest_run(task_name: str) -> Path:
 
 
 def frozen_task(cache: bool, overrides: tuple[str, ...] = ()) -> tuple:
+    """The frozen recipe's data module, task and fine-tuning callback (what freezes the encoder)."""
     from converge.app.build import build_datamodule, build_task
+    from converge.app.transfer import prepare_transfer
     from converge.testing.compose import compose
 
     cfg = compose(["experiment=text/rotten_tomatoes_minilm_frozen", f"model.net.cache_features={cache}",
                    *overrides])
     datamodule = build_datamodule(cfg.data)
-    return datamodule, build_task(cfg, datamodule.spec())
+    task = build_task(cfg, datamodule.spec())
+    return datamodule, task, prepare_transfer(cfg, task)
 
 
 def encoder() -> None:
     import torch
 
-    datamodule, task = frozen_task(cache=False)
+    datamodule, task, _ = frozen_task(cache=False)
     texts = datamodule.dataset("train").ids[:640]
     torch.set_num_threads(2)
     from converge_text.tokenizer import pad
@@ -76,10 +80,10 @@ def cache() -> None:
 
     results = {}
     for cached, epochs in ((False, 1), (True, 3)):
-        datamodule, task = frozen_task(cached)
+        datamodule, task, freezing = frozen_task(cached)
         times = EpochTimes()
         pl.Trainer(max_epochs=epochs, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, callbacks=[times]).fit(task, datamodule=datamodule)
+                   enable_progress_bar=False, callbacks=[times, *freezing]).fit(task, datamodule=datamodule)
         results[cached] = times.seconds
     uncached, (filling, *served) = results[False][0], results[True]
     print(f"frozen epoch: uncached {uncached:.1f} s; cached: filling {filling:.1f} s, then "
@@ -94,9 +98,9 @@ def train() -> None:
         print(f"{experiment}: test acc {metrics['test']['test/acc']:.4f} in {time.perf_counter() - started:.0f} s")
 
 
-def fewshot(seeds: tuple[int, ...] = (0, 1, 2)) -> None:
+def fewshot(per_class: list[int], seeds: list[int]) -> None:
     rows = []
-    for n in (5, 20, 100):
+    for n in per_class:
         for experiment, task_name in (("text/r8_fewshot_minilm", "text-r8_fewshot_minilm"), ("text/r8", "text-r8")):
             scores = []
             for seed in seeds:
@@ -123,8 +127,12 @@ if __name__ == "__main__":
     parser.add_argument("what", choices=["encoder", "cache", "train", "fewshot", "bundle"])
     parser.add_argument("run_dir", nargs="?")
     parser.add_argument("overrides", nargs="*", help="export overrides (bundle)")
+    parser.add_argument("--per-class", type=int, nargs="+", default=[5, 20, 100], help="fewshot: N per class")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fewshot: seeds")
     arguments = parser.parse_args()
     if arguments.what == "bundle":
         bundle(arguments.run_dir, *arguments.overrides)
+    elif arguments.what == "fewshot":
+        fewshot(arguments.per_class, arguments.seeds)
     else:
         globals()[arguments.what]()
