@@ -142,7 +142,11 @@ def main(args: Sequence[str]) -> int:
     target = Path(options.output)
     partial = target.with_name(f".{target.name}.partial")
     try:
-        with open(partial, "w") as sink:
+        sink = open(partial, "w")  # noqa: SIM115 - closed by the with below; opened first to name a bad --output
+    except OSError as error:
+        raise DataError(f"--output {target}: {error.strerror} ({partial.parent})") from None
+    try:
+        with sink:
             predict(bundle, options.inputs, options, sink)
         os.replace(partial, target)  # all answers or none: never a half-written file
     finally:

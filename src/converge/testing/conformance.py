@@ -198,6 +198,16 @@ class PluginConformance:
         assert all(path in error for path in inputs), error
         assert not list(output.parent.iterdir()), "a refused input left output behind"
 
+    def test_predict_refuses_an_output_it_cannot_write(self, bundle: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+        inputs = self.predict_inputs(tmp_path)
+        if inputs is None:
+            pytest.skip("the test class gives no predict_inputs")
+        output = tmp_path / "no such folder" / "answers.jsonl"
+        assert predict([str(bundle), *map(str, inputs), "--output", str(output)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("converge: error: ") and str(output) in error and "Traceback" not in error, error
+
 
 def _refuse(constant: str) -> None:
     raise AssertionError(f"an answer holds {constant}, which is not JSON (write null and non_finite: true)")
