@@ -31,19 +31,28 @@ def test_a_batch_axis_frozen_at_trace_time_fails() -> None:
     batch = ((torch.randn(8, 3),), torch.zeros(8))
     frozen_at_two = lambda inputs: eager(inputs["inputs"][:1].expand(2, -1))  # noqa: E731 - always 2 rows out
     with torch.no_grad():
-        report = compare_outputs(eager, {"onnx": frozen_at_two}, batch, [1, 8])
+        report = compare_outputs(eager, {"onnx": frozen_at_two}, [batch], [1, 8])
     problems = failures(report, {}, "val/acc", "max", TOLERANCE, DROP)
     assert problems and "output shape" in problems[0] and "frozen axis" in problems[0]
+
+
+def test_a_sequence_axis_frozen_at_trace_time_fails_on_the_last_batch() -> None:
+    eager = Eager(torch.nn.Identity())
+    first, last = ((torch.randn(4, 5),), torch.zeros(4)), ((torch.randn(3, 7),), torch.zeros(3))  # padded to 5, 7
+    frozen_at_five = lambda inputs: inputs["inputs"][:, :5]  # noqa: E731 - a graph traced on 5 positions
+    report = compare_outputs(eager, {"onnx": frozen_at_five}, [first, last], [1, 4])
+    assert report["onnx"]["input_shapes"][:2] == [[1, 5], [4, 5]]
+    assert "frozen axis" in failures(report, {}, "val/acc", "max", TOLERANCE, DROP)[0]
 
 
 def test_outputs_beyond_tolerance_fail_and_within_pass() -> None:
     eager = Eager(torch.nn.Identity())
     batch = ((torch.full((4, 3), 10.0),), torch.zeros(4))
-    close = compare_outputs(eager, {"onnx": lambda inputs: inputs["inputs"] + 5e-4}, batch, [1, 4])
+    close = compare_outputs(eager, {"onnx": lambda inputs: inputs["inputs"] + 5e-4}, [batch], [1, 4])
     assert not failures(close, {}, "val/acc", "max", TOLERANCE, DROP)  # 5e-4 <= 1e-4 + 1e-4 * 10
-    far = compare_outputs(eager, {"onnx": lambda inputs: inputs["inputs"] + 5e-3}, batch, [1, 4])
+    far = compare_outputs(eager, {"onnx": lambda inputs: inputs["inputs"] + 5e-3}, [batch], [1, 4])
     assert "onnx: max abs difference 0.005" in failures(far, {}, "val/acc", "max", TOLERANCE, DROP)[0]
-    int8 = compare_outputs(eager, {"int8": lambda inputs: inputs["inputs"] + 0.5}, batch, [1, 4])
+    int8 = compare_outputs(eager, {"int8": lambda inputs: inputs["inputs"] + 0.5}, [batch], [1, 4])
     assert not failures(int8, {}, "val/acc", "max", TOLERANCE, DROP)  # int8: 10% of the output scale
 
 

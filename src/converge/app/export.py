@@ -90,7 +90,7 @@ def _verify(task: Any, staging: Path, wanted: list[str], batches: list, settings
     """Each format against eager: outputs at two batch sizes and the task's metric on the validation split."""
     runners = {name: formats.runner(name, staging / FORMAT_FILES[name]) for name in wanted}
     sizes = sorted({1, min(int(settings.check_batch_size), len(batches[0][1]))})
-    outputs = compare_outputs(task, runners, batches[0], sizes)
+    outputs = compare_outputs(task, runners, [batches[0], batches[-1]] if len(batches) > 1 else batches, sizes)
     metrics = task_metrics(task, runners, batches)
     samples = sum(len(target) for _, target in batches)
     problems = failures(outputs, metrics, task.monitor, task.mode, settings.tolerance, settings.max_metric_drop,

@@ -1,7 +1,8 @@
 """Verification of exported models against eager PyTorch, on real validation data.
 
-Two checks per format. Outputs: on validation rows at two batch sizes (a batch
-axis frozen at trace time fails the second), the max absolute difference and
+Two checks per format. Outputs: on validation rows at two batch sizes, of the
+first and the last validation batch (a batch or sequence axis frozen at trace
+time fails), the max absolute difference and
 the max difference relative to the largest eager output, against a tolerance
 (`atol + rtol * max|eager|`, tighter for fp32 formats than for int8). Quality:
 the task's own metrics over the whole validation split, so the cost of int8 is
@@ -30,27 +31,31 @@ def precision_of(format_name: str) -> str:
     return "int8" if format_name == "int8" else "fp32"
 
 
-def compare_outputs(eager: TaskModule, runners: Mapping[str, Runner], batch: Batch,
+def compare_outputs(eager: TaskModule, runners: Mapping[str, Runner], batches: Sequence[Batch],
                     batch_sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
-    inputs, _ = batch
-    report: dict[str, dict[str, Any]] = {name: {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "batch_sizes": []}
-                                         for name in runners}
-    for size in batch_sizes:
-        rows = tuple(tensor[:size] for tensor in inputs)
-        with torch.no_grad():
-            reference = eager(*rows).float()
-        scale = float(reference.abs().max()) or 1.0
-        for name, run in runners.items():
-            output = run(eager.export_inputs(rows)).float()
-            if output.shape != reference.shape:
-                report[name]["shape_mismatch"] = f"{list(output.shape)} != eager {list(reference.shape)}"
-                continue
-            difference = float((output - reference).abs().max())
-            entry = report[name]
-            entry["max_abs_diff"] = max(entry["max_abs_diff"], difference)
-            entry["max_rel_diff"] = max(entry["max_rel_diff"], difference / scale)
-            entry["batch_sizes"].append(int(rows[0].shape[0]))
-            entry["scale"] = max(entry.get("scale", 0.0), scale)
+    """Every format's outputs against eager on the first `batch_sizes` rows of each of `batches` (batches padded
+    to their own longest row, such as text's, give as many sequence lengths: a sequence axis frozen at trace time
+    fails the second, as a frozen batch axis does)."""
+    report: dict[str, dict[str, Any]] = {name: {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "batch_sizes": [],
+                                                "input_shapes": []} for name in runners}
+    for inputs, _ in batches:
+        for size in batch_sizes:
+            rows = tuple(tensor[:size] for tensor in inputs)
+            with torch.no_grad():
+                reference = eager(*rows).float()
+            scale = float(reference.abs().max()) or 1.0
+            for name, run in runners.items():
+                output = run(eager.export_inputs(rows)).float()
+                if output.shape != reference.shape:
+                    report[name]["shape_mismatch"] = f"{list(output.shape)} != eager {list(reference.shape)}"
+                    continue
+                difference = float((output - reference).abs().max())
+                entry = report[name]
+                entry["max_abs_diff"] = max(entry["max_abs_diff"], difference)
+                entry["max_rel_diff"] = max(entry["max_rel_diff"], difference / scale)
+                entry["batch_sizes"] = sorted({*entry["batch_sizes"], int(rows[0].shape[0])})
+                entry["input_shapes"].append(list(rows[0].shape))
+                entry["scale"] = max(entry.get("scale", 0.0), scale)
     return report
 
 
