@@ -88,7 +88,12 @@ def answer_line(answer: dict[str, Any]) -> str:
     try:
         return json.dumps(answer, allow_nan=False)
     except ValueError:
-        return json.dumps({**_finite_or_null(answer), "non_finite": True})
+        return json.dumps(finite_answer(answer))
+
+
+def finite_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer holding a non-finite number, with it as None and `"non_finite": True` (see `answer_line`)."""
+    return {**_finite_or_null(answer), "non_finite": True}
 
 
 def _finite_or_null(value: Any) -> Any:
@@ -111,17 +116,26 @@ def predict(bundle: Bundle, inputs: Sequence[str], options: argparse.Namespace, 
     output_name = bundle.manifest["outputs"][0]["name"]
     count = 0
     for group in batches(requests_of_every_input(preprocessor.requests(inputs), inputs), options.batch_size):
-        feeds = preprocessor.collate(group)
-        bundle.check_inputs(feeds, source=group[0].source if len(group) == 1 else f"{group[0].source}...")
-        (outputs,) = session.run([output_name], feeds)
-        start = 0
-        for request in group:
-            answer: dict[str, Any] = {"input": request.source}
-            answer.update(postprocessor(request, outputs[start:start + request.rows]))
-            start += request.rows
+        for answer in answer_batch(bundle, session, output_name, preprocessor, postprocessor, group):
             sink.write(answer_line(answer) + "\n")
             count += 1
     return count
+
+
+def answer_batch(bundle: Bundle, session: Any, output_name: str, preprocessor: Preprocessor,
+                 postprocessor: Postprocessor, group: Sequence[Request]) -> list[dict[str, Any]]:
+    """The answers to a group of requests from one model call: what `converge predict` writes, one per request,
+    and what `converge serve` answers (the same code, so the same answers)."""
+    feeds = preprocessor.collate(group)
+    bundle.check_inputs(feeds, source=group[0].source if len(group) == 1 else f"{group[0].source}...")
+    (outputs,) = session.run([output_name], feeds)
+    answers, start = [], 0
+    for request in group:
+        answer: dict[str, Any] = {"input": request.source}
+        answer.update(postprocessor(request, outputs[start:start + request.rows]))
+        start += request.rows
+        answers.append(answer)
+    return answers
 
 
 def main(args: Sequence[str]) -> int:

@@ -11,6 +11,8 @@ A batch is padded rows, or bags of ids (flat ids plus offsets) for a model
 exported that way (`token_layout` in the task's serving state). An empty text is an all-padding
 row or an empty bag (the model's prior); bytes that are not UTF-8 are an error
 naming the file and line.
+
+`converge serve` takes an instance `{"text": "..."}` (or the bare string).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from converge import DataError, Preprocessor, Request
+from converge import DataError, Preprocessor, Request, json_field
 from converge_text.sources import decoded_lines, read_table
 from converge_text.tokenizer import TextTokenizer, bags, pad, unpad
 
@@ -53,6 +56,10 @@ class TextPreprocessor(Preprocessor):
         table = read_table(path, text_column=column, label_column=None)  # labels are not needed to serve
         for text, origin in zip(table.texts, table.origins, strict=True):
             yield self.request(origin, text)
+
+    def json_request(self, instance: Any, source: str) -> Request:
+        text = instance if isinstance(instance, str) else json_field(instance, "text", str, source)
+        return self.request(source, text)
 
     def request(self, source: str, text: str) -> Request:
         return Request(source=source, inputs={"token_ids": self.tokenizer.encode_batch([text])})
