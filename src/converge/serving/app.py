@@ -1,0 +1,174 @@
+"""The HTTP API: routes, and how each failure maps to a status code.
+
+    POST /v1/models/{name}/predict   a JSON body in the plugin's request schema -> {"answers": [...]}
+    GET  /v1/models, /v1/models/{name}   manifest summaries (inputs, request schema)
+    GET  /healthz    alive;   GET /readyz   every model loaded, verified and warmed up, and not stopping
+    GET  /metrics    Prometheus text format
+
+Statuses: 400 a body that is not JSON, 413 a body over the size limit, 422 a body the model cannot take (the
+message names the field), 404 an unknown model, 503 (with Retry-After) a full queue or a stopping server, 504 a
+request past its deadline (`--timeout-ms`, or its own `X-Timeout-Ms` header). A 5xx other than these is a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from converge.errors import ConvergeError
+from converge.runtime.predict import finite_answer
+from converge.serving.batcher import Batcher, Overloaded
+from converge.serving.metrics import Metrics
+from converge.serving.model import ServedModel
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class Settings:
+    max_batch_size: int = 64
+    max_wait_ms: float = 2.0
+    max_queue: int = 1024
+    timeout_ms: float = 10_000.0
+
+
+class Server:
+    """The models, their batchers and metrics, and the Starlette app routing to them."""
+
+    def __init__(self, models: dict[str, ServedModel], settings: Settings) -> None:
+        self.models, self.settings = models, settings
+        self.metrics = Metrics()
+        self.batchers: dict[str, Batcher] = {}
+        self.ready = False
+        self.app = Starlette(routes=[
+            Route("/healthz", self.healthz), Route("/readyz", self.readyz), Route("/metrics", self.prometheus),
+            Route("/v1/models", self.list_models), Route("/v1/models/{name}", self.describe),
+            Route("/v1/models/{name}/predict", self.predict, methods=["POST"]),
+        ], lifespan=self.lifespan)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        for name, model in self.models.items():
+            batcher = Batcher(model.answer, self.settings.max_batch_size, self.settings.max_wait_ms / 1000,
+                              self.settings.max_queue, self.metrics.batch_rows.labels(model=name).observe)
+            batcher.start()
+            self.batchers[name] = batcher
+            self.metrics.queue_depth.labels(model=name).set_function(lambda b=batcher: b.depth)
+            self.metrics.model_info.labels(model=name).info(
+                {key: str(value) for key, value in model.summary().items() if key in ("plugin", "task", "format",
+                                                                                      "sha256", "created")})
+        self.ready = True
+        try:
+            yield
+        finally:  # uvicorn gets here once every accepted request has been answered
+            self.ready = False
+            for batcher in self.batchers.values():
+                await batcher.stop()
+
+    async def healthz(self, request: HttpRequest) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(self, request: HttpRequest) -> Response:
+        status = 200 if self.ready else 503
+        return JSONResponse({"ready": self.ready, "models": sorted(self.models)}, status_code=status)
+
+    async def prometheus(self, request: HttpRequest) -> Response:
+        return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+    async def list_models(self, request: HttpRequest) -> Response:
+        return JSONResponse({"models": [model.summary() for model in self.models.values()]})
+
+    async def describe(self, request: HttpRequest) -> Response:
+        model = self.models.get(request.path_params["name"])
+        if model is None:
+            return self._unknown(request.path_params["name"])
+        return JSONResponse(model.summary())
+
+    async def predict(self, request: HttpRequest) -> Response:
+        name = request.path_params["name"]
+        started = time.monotonic()
+        if name not in self.models:
+            return self._unknown(name)
+        response = await self._predict(self.models[name], request, started)
+        self.metrics.requests.labels(model=name, status=str(response.status_code)).inc()
+        self.metrics.latency.labels(model=name).observe(time.monotonic() - started)
+        return response
+
+    async def _predict(self, model: ServedModel, request: HttpRequest, started: float) -> Response:
+        try:
+            deadline = started + float(request.headers.get("x-timeout-ms", self.settings.timeout_ms)) / 1000
+        except ValueError:
+            return _error(400, "X-Timeout-Ms: expected a number of milliseconds")
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, f"body: {len(body)} bytes, over the limit of {MAX_BODY_BYTES}")
+        try:
+            parsed = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            return _error(400, f"body: not valid JSON ({error})")
+        try:
+            requests = model.preprocessor.from_json(parsed)
+            for one in requests:
+                model.check(one)
+        except ConvergeError as error:
+            return _error(422, str(error))
+        if not self.ready:
+            return _error(503, "the server is stopping", retry=True)
+        try:
+            future = self.batchers[model.name].submit(requests)
+        except Overloaded:
+            return _error(503, f"model '{model.name}' has {self.settings.max_queue} requests waiting: "
+                               f"retry later", retry=True)
+        return await self._answer(future, request, deadline)
+
+    async def _answer(self, future: asyncio.Future, request: HttpRequest, deadline: float) -> Response:
+        """The answers, or 504 past the deadline; a client that disconnects cancels its request."""
+        disconnected = asyncio.ensure_future(_disconnect(request))
+        try:
+            done, _ = await asyncio.wait({future, disconnected}, timeout=max(0.0, deadline - time.monotonic()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            disconnected.cancel()
+        if future not in done:
+            future.cancel()  # leaves the queue, or its answer is dropped when its batch returns
+            return _error(504, "deadline passed before the answer was ready")
+        return _answers(future.result())
+
+    def _unknown(self, name: str) -> Response:
+        return _error(404, f"unknown model '{name}' (served: {', '.join(sorted(self.models))})")
+
+
+async def _disconnect(request: HttpRequest) -> None:
+    """Returns when the client goes away (the body was read already: what is left to receive is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _answers(answers: list[dict[str, Any]]) -> Response:
+    try:
+        content = json.dumps({"answers": answers}, allow_nan=False)
+    except ValueError:  # as `converge predict` writes them: null, and the answer flagged non_finite
+        content = json.dumps({"answers": [_finite(answer) for answer in answers]})
+    return Response(content, media_type="application/json")
+
+
+def _finite(answer: dict[str, Any]) -> dict[str, Any]:
+    try:
+        json.dumps(answer, allow_nan=False)
+        return answer
+    except ValueError:
+        return finite_answer(answer)
+
+
+def _error(status: int, message: str, retry: bool = False) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers={"Retry-After": "1"} if retry else None)
