@@ -37,6 +37,11 @@ class TestRatingMF(PluginConformance):
     def empty_predict_input(self, folder: Path) -> str:
         return str(_write(folder / "no_rows.csv", "user_id,item_id\n"))
 
+    def serve_instances(self, folder: Path) -> list[tuple[dict, list[str]]]:
+        return [({"user": "1", "item": 50}, [str(_write(folder / "pair.csv", "user_id,item_id\n1,50\n"))]),
+                ({"user": 99999, "item": "50"}, [str(_write(folder / "new.csv", "user_id,item_id\n99999,50\n"))]),
+                ({"user": 1, "k": 3}, ["--user", "1", "--top-k", "3"]), ({"user": "2"}, ["--user", "2"])]
+
     def test_predict_answers_each_row_and_each_user(self, bundle: Path, tmp_path: Path) -> None:
         queries = _write(tmp_path / "queries.csv", "user_id,item_id\n1,50\n\n2,\n")
         output = tmp_path / "answers.jsonl"
@@ -64,6 +69,9 @@ class TestRankingFeatures(PluginConformance):
 
     def predict_inputs(self, folder: Path) -> list[str]:
         return [str(_write(folder / "recommend.csv", "user_id\n2\n"))]
+
+    def serve_instances(self, folder: Path) -> list[tuple[dict, list[str]]]:
+        return [({"user": "2", "k": 5}, ["--user", "2", "--top-k", "5"])]
 
 
 def test_kfold_is_a_partition_and_validation_avoids_test() -> None:

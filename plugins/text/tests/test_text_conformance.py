@@ -39,6 +39,11 @@ class TextConformance(PluginConformance):
         (folder / "no_rows.csv").write_text("text\n", encoding="utf-8")
         return str(folder / "no_rows.csv")
 
+    def serve_instances(self, folder: Path) -> list[tuple[dict | str, list[str]]]:
+        paths = _texts(folder)
+        texts = [Path(path).read_text(encoding="utf-8") for path in paths]
+        return [({"text": texts[0]}, [paths[0]]), (texts[1], [paths[1]]), ({"text": texts[2]}, [paths[2]])]
+
 
 class TestFastText(TextConformance):
     overrides = [*SLICE, "model=text/fasttext", "data.tokenizer.bigram_buckets=2000", "model.net.dim=16"]
