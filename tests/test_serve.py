@@ -196,3 +196,48 @@ def test_user_mistakes_are_one_message_and_exit_code_2(bundle: Path, tmp_path: P
     assert done.returncode == 2 and "choose another --port" in done.stderr, done.stderr
     done = run_cli(["serve", str(bundle), "--max-batch-size", "0"])
     assert done.returncode == 2 and "--max-batch-size" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """The digits test split (held out, the training distribution) and the same digits inverted, as .npy files."""
+    from converge.testing import build_datamodule
+
+    data = build_datamodule(compose(DIGITS).data)
+    data.setup("test")
+    images = np.concatenate([batch[0].numpy() for batch in data.test_dataloader()])[:300]
+    folder = tmp_path_factory.mktemp("held_out")
+    files: dict[str, list[str]] = {"same": [], "inverted": []}
+    for i, image in enumerate(images):
+        for kind, pixels in (("same", image), ("inverted", 1.0 - image)):
+            files[kind].append(str(folder / f"{kind}{i}.npy"))
+            np.save(files[kind][-1], pixels.astype(np.float32))
+    return files
+
+
+def test_drift_is_flagged_on_inverted_digits_and_not_on_held_out_ones(bundle: Path, held_out: dict) -> None:
+    reference = json.loads((bundle / "drift.json").read_text())
+    assert set(reference) == {"pixel_intensity", "predicted_class"}
+    assert json.loads((bundle / "manifest.json").read_text())["files"]["drift.json"]["sha256"]
+    offline = {}
+    for kind, files in held_out.items():
+        done = run_cli(["drift", str(bundle), *files])
+        assert done.returncode == 0, done.stderr
+        offline[kind] = json.loads(done.stdout)
+        assert offline[kind]["rows"] == len(files)
+    assert not offline["same"]["drift"], offline["same"]
+    assert offline["inverted"]["statistics"]["pixel_intensity"]["drift"], offline["inverted"]
+    assert offline["inverted"]["statistics"]["pixel_intensity"]["psi"] > 1.0
+
+    with served([bundle], "--drift-window", "200") as server:
+        url = f"{server.url}/v1/models/digits/predict"
+        live = {}
+        for kind in ("same", "inverted"):
+            instances = [{"pixels": np.load(file).tolist()} for file in held_out[kind][:200]]
+            for start in range(0, 200, 50):
+                assert httpx.post(url, json={"instances": instances[start:start + 50]}).status_code == 200
+            live[kind] = server.get("/v1/models/digits/drift")
+            assert live[kind]["rows"] == 200  # the window holds the last 200 rows only
+        assert not live["same"]["drift"] and live["inverted"]["statistics"]["pixel_intensity"]["drift"], live
+        assert server.metric("converge_drift_psi", model="digits", statistic="pixel_intensity") == pytest.approx(
+            live["inverted"]["statistics"]["pixel_intensity"]["psi"])

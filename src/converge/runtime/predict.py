@@ -15,9 +15,11 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePath
 from typing import IO, Any
+
+import numpy as np
 
 from converge.errors import DataError
 from converge.runtime.bundle import Bundle
@@ -123,12 +125,16 @@ def predict(bundle: Bundle, inputs: Sequence[str], options: argparse.Namespace, 
 
 
 def answer_batch(bundle: Bundle, session: Any, output_name: str, preprocessor: Preprocessor,
-                 postprocessor: Postprocessor, group: Sequence[Request]) -> list[dict[str, Any]]:
+                 postprocessor: Postprocessor, group: Sequence[Request],
+                 observe: Callable[[dict[str, np.ndarray], np.ndarray], None] | None = None) -> list[dict[str, Any]]:
     """The answers to a group of requests from one model call: what `converge predict` writes, one per request,
-    and what `converge serve` answers (the same code, so the same answers)."""
+    and what `converge serve` answers (the same code, so the same answers). `observe` sees the batch and its
+    outputs (the server's drift window)."""
     feeds = preprocessor.collate(group)
     bundle.check_inputs(feeds, source=group[0].source if len(group) == 1 else f"{group[0].source}...")
     (outputs,) = session.run([output_name], feeds)
+    if observe is not None:
+        observe(feeds, outputs)
     answers, start = [], 0
     for request in group:
         answer: dict[str, Any] = {"input": request.source}
@@ -138,6 +144,17 @@ def answer_batch(bundle: Bundle, session: Any, output_name: str, preprocessor: P
     return answers
 
 
+def parse_with_plugin_options(parser: argparse.ArgumentParser,
+                              args: Sequence[str]) -> tuple[Bundle, argparse.Namespace]:
+    """The bundle a command names (its `bundle` argument), and the command's options with those its plugin's
+    preprocessor adds (`add_arguments`)."""
+    known, _ = parser.parse_known_args(args)
+    bundle = Bundle.open(known.bundle)
+    preprocessor_class, _ = processor_classes(bundle)
+    preprocessor_class.add_arguments(parser)
+    return bundle, parser.parse_args(args)
+
+
 def main(args: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="converge predict", description="Batch inference on an export bundle.")
     parser.add_argument("bundle", help="the bundle directory written by `converge export`")
@@ -145,11 +162,7 @@ def main(args: Sequence[str]) -> int:
     parser.add_argument("--output", "-o", help="write JSON lines here (default: standard output)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="requests per model call (default 32)")
     parser.add_argument("--format", default="onnx", help="onnx (default) or int8")
-    known, _ = parser.parse_known_args(args)
-    bundle = Bundle.open(known.bundle)
-    preprocessor_class, _ = processor_classes(bundle)
-    preprocessor_class.add_arguments(parser)
-    options = parser.parse_args(args)
+    bundle, options = parse_with_plugin_options(parser, args)
     if not options.output:
         predict(bundle, options.inputs, options, sys.stdout)
         return 0

@@ -146,6 +146,28 @@ class Preprocessor(ABC):
         """
         raise DataError(f"{source}: this model's plugin takes no JSON requests (it implements no json_request)")
 
+    def drift_statistics(self, feeds: Mapping[str, np.ndarray], outputs: np.ndarray) -> dict[str, np.ndarray]:
+        """What to watch for drift (`converge.runtime.drift`), observed on one model batch and its outputs.
+
+        The same code computes the reference at export (over the validation split, in the bundle's layout) and
+        the live statistics of `converge serve` and `converge drift`. None by default.
+
+        Args:
+            feeds: a model batch, laid out as the bundle takes it (what `collate` returns).
+            outputs: the model's outputs for it (the first output, one row per model row).
+
+        Returns:
+            Statistic name -> a 1-D array of observations: integers are categories (a predicted class, a 0/1
+            flag), floats are binned at the reference's deciles.
+
+        Example::
+
+            def drift_statistics(self, feeds, outputs):
+                return {"pixel_intensity": feeds["images"].reshape(-1),
+                        "predicted_class": outputs.argmax(axis=1)}
+        """
+        return {}
+
     def collate(self, requests: Sequence[Request]) -> dict[str, np.ndarray]:
         """One model batch from several requests: their rows stacked, by default (override to pad sequences).
 

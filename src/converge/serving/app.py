@@ -4,6 +4,7 @@
     GET  /v1/models, /v1/models/{name}   manifest summaries (inputs, request schema)
     GET  /healthz    alive;   GET /readyz   every model loaded, verified and warmed up, and not stopping
     GET  /metrics    Prometheus text format
+    GET  /v1/models/{name}/drift   the drift score of each statistic over the recent window (converge.runtime.drift)
 
 Statuses: 400 a body that is not JSON, 413 a body over the size limit, 422 a body the model cannot take (the
 message names the field), 404 an unknown model, 503 (with Retry-After) a full queue or a stopping server, 504 a
@@ -54,6 +55,7 @@ class Server:
             Route("/healthz", self.healthz), Route("/readyz", self.readyz), Route("/metrics", self.prometheus),
             Route("/v1/models", self.list_models), Route("/v1/models/{name}", self.describe),
             Route("/v1/models/{name}/predict", self.predict, methods=["POST"]),
+            Route("/v1/models/{name}/drift", self.drift),
         ], lifespan=self.lifespan)
 
     @contextlib.asynccontextmanager
@@ -83,7 +85,19 @@ class Server:
         return JSONResponse({"ready": self.ready, "models": sorted(self.models)}, status_code=status)
 
     async def prometheus(self, request: HttpRequest) -> Response:
+        for name, model in self.models.items():
+            if model.drift:
+                for statistic, score in model.drift.report()["statistics"].items():
+                    self.metrics.drift.labels(model=name, statistic=statistic).set(score["psi"])
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+    async def drift(self, request: HttpRequest) -> Response:
+        model = self.models.get(request.path_params["name"])
+        if model is None:
+            return self._unknown(request.path_params["name"])
+        if model.drift is None:
+            return _error(404, f"model '{model.name}' has no drift reference: export its bundle again")
+        return JSONResponse(model.drift.report())
 
     async def list_models(self, request: HttpRequest) -> Response:
         return JSONResponse({"models": [model.summary() for model in self.models.values()]})

@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
                         help="requests waiting per model; past it a request gets 503 (default 1024)")
     parser.add_argument("--timeout-ms", type=float, default=10_000.0,
                         help="a request's deadline; past it 504 (default 10000; a request's X-Timeout-Ms header)")
+    parser.add_argument("--drift-window", type=positive_int, default=2000,
+                        help="rows the live drift statistics cover (default 2000)")
     return parser
 
 
@@ -43,7 +45,7 @@ def main(args: Sequence[str]) -> int:
     options = parser().parse_args(args)
     if options.max_wait_ms < 0 or options.timeout_ms <= 0:
         raise ConvergeError("--max-wait-ms must be at least 0 and --timeout-ms above 0")
-    models = {name: ServedModel.load(name, path, options.format, options.threads)
+    models = {name: ServedModel.load(name, path, options.format, options.threads, options.drift_window)
               for name, path in named_bundles(options.bundles).items()}
     listening = bind(options.host, options.port)
     settings = Settings(options.max_batch_size, options.max_wait_ms, options.max_queue, options.timeout_ms)

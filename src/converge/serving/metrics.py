@@ -24,6 +24,9 @@ class Metrics:
         self.queue_depth = Gauge("converge_queue_depth", "requests waiting for a batch", ["model"],
                                  registry=self.registry)
         self.model_info = Info("converge_model", "served models", ["model"], registry=self.registry)
+        self.drift = Gauge("converge_drift_psi", "population stability index of a statistic over the drift window "
+                           "against the bundle's reference (> 0.25: drift)", ["model", "statistic"],
+                           registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,6 +12,7 @@ import numpy as np
 
 from converge.errors import ConvergeError
 from converge.runtime.bundle import EXAMPLES, Bundle
+from converge.runtime.drift import DRIFT_FILE, Monitor, reference_of
 from converge.runtime.predict import answer_batch, processor_classes
 from converge.runtime.processing import Postprocessor, Preprocessor, Request
 
@@ -24,9 +25,11 @@ class ServedModel:
     session: Any
     preprocessor: Preprocessor
     postprocessor: Postprocessor
+    drift: Monitor | None = None  # None: a bundle exported without a drift reference
 
     @classmethod
-    def load(cls, name: str, path: str | Path, model_format: str = "onnx", threads: int | None = None) -> ServedModel:
+    def load(cls, name: str, path: str | Path, model_format: str = "onnx", threads: int | None = None,
+             drift_window: int = 2000) -> ServedModel:
         """Open, verify (sha256 of the model file) and warm up a bundle; its processors get the defaults of
         `converge predict`'s options (e.g. recsys's `--top-k`)."""
         bundle = Bundle.open(path)
@@ -37,6 +40,8 @@ class ServedModel:
         spec = bundle.manifest["preprocessing"]
         model = cls(name, bundle, model_format, bundle.session(model_format, threads),
                     preprocessor_class(spec, options), postprocessor_class(spec, options))
+        if DRIFT_FILE in bundle.manifest["files"]:
+            model.drift = Monitor(reference_of(bundle), drift_window)
         model.warm_up()
         return model
 
@@ -57,7 +62,11 @@ class ServedModel:
     def answer(self, requests: list[Request]) -> list[dict[str, Any]]:
         """The answers to requests, from one onnxruntime call (what `converge predict` answers)."""
         return answer_batch(self.bundle, self.session, self.output_name, self.preprocessor, self.postprocessor,
-                            requests)
+                            requests, self._observe if self.drift else None)
+
+    def _observe(self, feeds: dict[str, np.ndarray], outputs: np.ndarray) -> None:
+        assert self.drift is not None
+        self.drift.observe(self.preprocessor.drift_statistics(feeds, outputs), len(outputs))
 
     def summary(self) -> dict[str, Any]:
         manifest = self.bundle.manifest

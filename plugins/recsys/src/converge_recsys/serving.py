@@ -27,7 +27,7 @@ import numpy as np
 
 from converge import DataError, Postprocessor, Preprocessor, Request, json_field, positive_int
 from converge_recsys.interactions import read_table
-from converge_recsys.preprocessing import Encoder
+from converge_recsys.preprocessing import UNKNOWN, Encoder
 
 DEFAULT_K = 10
 
@@ -86,6 +86,12 @@ class RecsysPreprocessor(Preprocessor):
         request = self._query(self.encoder, source, user, None if item is None else str(item))
         request.k = k
         return request
+
+    def drift_statistics(self, feeds: Mapping[str, np.ndarray], outputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Unknown users and items (0/1: scored from biases and side features only), and the scores."""
+        flags = {f"unknown_{name}": (feeds[name] == UNKNOWN).astype(np.int64) for name in ("user", "item")
+                 if name in feeds}
+        return {**flags, "score": np.asarray(outputs, dtype=np.float64).reshape(-1)}
 
     def _query(self, encoder: Encoder, source: str, user: str, item: str | None) -> RecsysRequest:
         arrays = encoder.pairs([user], [item], source) if item else encoder.all_items(user, source)

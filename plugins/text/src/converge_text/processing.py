@@ -18,7 +18,7 @@ naming the file and line.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from converge import DataError, Preprocessor, Request, json_field
 from converge_text.sources import decoded_lines, read_table
-from converge_text.tokenizer import TextTokenizer, bags, pad, unpad
+from converge_text.tokenizer import PAD_ID, UNKNOWN_ID, TextTokenizer, bags, pad, unpad
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 
@@ -63,6 +63,18 @@ class TextPreprocessor(Preprocessor):
 
     def request(self, source: str, text: str) -> Request:
         return Request(source=source, inputs={"token_ids": self.tokenizer.encode_batch([text])})
+
+    def drift_statistics(self, feeds: Mapping[str, np.ndarray], outputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Tokens per text, the share of them out of the vocabulary, and the predicted class."""
+        ids = feeds["token_ids"]
+        if "offsets" in feeds:  # bags: flat ids, each text's start
+            rows = np.repeat(np.arange(len(feeds["offsets"])), np.diff(np.append(feeds["offsets"], len(ids))))
+            lengths = np.bincount(rows, minlength=len(feeds["offsets"]))
+            unknown = np.bincount(rows, weights=ids == UNKNOWN_ID, minlength=len(lengths))
+        else:
+            lengths, unknown = (ids != PAD_ID).sum(axis=1), (ids == UNKNOWN_ID).sum(axis=1)
+        return {"length": lengths.astype(np.float64), "oov_rate": unknown / np.maximum(lengths, 1),
+                "predicted_class": outputs.argmax(axis=1)}
 
     def collate(self, requests: Sequence[Request]) -> dict[str, np.ndarray]:
         rows = [row for r in requests for row in unpad(r.inputs["token_ids"])]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,6 +60,9 @@ class ImagePreprocessor(Preprocessor):
         elif array.dtype.kind != "f":
             raise DataError(f"{name}: expected numbers (integers 0-255 or floats 0-1), got {array.dtype}")
         return Request(source, {"images": self._checked(self._from_array(array, name), name)[None]})
+
+    def drift_statistics(self, feeds: Mapping[str, np.ndarray], outputs: np.ndarray) -> dict[str, np.ndarray]:
+        return {"pixel_intensity": feeds["images"].reshape(-1), "predicted_class": outputs.argmax(axis=1)}
 
     def _checked(self, array: np.ndarray, source: str) -> np.ndarray:
         channels, (height, width) = self.spec["channels"], self.spec["image_size"]
