@@ -128,7 +128,7 @@ class Server:
             return _error(413, f"body: {len(body)} bytes, over the limit of {MAX_BODY_BYTES}")
         try:
             parsed = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: nested too deep
             return _error(400, f"body: not valid JSON ({error})")
         try:
             requests = model.preprocessor.from_json(parsed)

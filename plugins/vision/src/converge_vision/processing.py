@@ -51,7 +51,7 @@ class ImagePreprocessor(Preprocessor):
         name = f"{source}.pixels"
         try:
             array = np.asarray(json_field(instance, "pixels", list, source))
-        except ValueError as error:  # ragged nesting
+        except (ValueError, TypeError, RecursionError) as error:  # ragged or absurdly deep nesting
             raise DataError(f"{name}: not a rectangular array of numbers ({error})") from error
         if array.dtype.kind in "iu":
             if array.size and (array.min() < 0 or array.max() > 255):
@@ -83,7 +83,7 @@ class ImagePreprocessor(Preprocessor):
                     raise DataError(f"{source}: image mode {image.mode}, the model takes {_MODES[channels]} "
                                     f"({channels} channel{'s' if channels > 1 else ''})")
                 pixels = np.asarray(image, dtype=np.float32) / 255.0
-        except (OSError, UnidentifiedImageError) as error:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
             raise DataError(f"{source}: cannot read this image ({error})") from error
         return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
