@@ -241,3 +241,23 @@ def test_drift_is_flagged_on_inverted_digits_and_not_on_held_out_ones(bundle: Pa
         assert not live["same"]["drift"] and live["inverted"]["statistics"]["pixel_intensity"]["drift"], live
         assert server.metric("converge_drift_psi", model="digits", statistic="pixel_intensity") == pytest.approx(
             live["inverted"]["statistics"]["pixel_intensity"]["psi"])
+
+
+def test_request_log_is_read_back_by_the_plugins_data_source(bundle: Path, digits: dict, tmp_path: Path) -> None:
+    from converge_vision.sources import ImageFolder
+
+    logs = tmp_path / "logs"
+    with served([bundle], "--log-requests", str(logs), "--log-sample", "1") as server:
+        url = f"{server.url}/v1/models/digits/predict"
+        answers = httpx.post(url, json={"instances": digits["instances"][:6]}).json()["answers"]
+        answers += httpx.post(url, json=digits["instances"][6]).json()["answers"]
+        assert server.stop()[0] == 0  # the log is complete once the server has stopped
+    lines = [json.loads(line) for line in (logs / "digits" / "requests.jsonl").read_text().splitlines()]
+    assert [line["answer"] for line in lines] == answers
+    assert [line["request"] for line in lines] == digits["instances"][:7]
+    images = ImageFolder(str(logs / "digits"), image_size=(8, 8), channels=1).load()
+    assert len(images.labels) == 7
+    logged = sorted(images.class_names[int(label)] for label in images.labels)
+    assert logged == sorted(answer["label"] for answer in answers)
+    sums = sorted(float(images.load(i).sum()) for i in range(7))  # the images the model saw, as PNGs
+    assert np.allclose(sums, sorted(np.asarray(i["pixels"]).sum() for i in digits["instances"][:7]), atol=0.2)

@@ -39,14 +39,29 @@ class Request:
             (`converge predict` tells an input that gave no request by this name), or another label for a
             request that comes from no file (`--user 7`).
         inputs: model input name -> array, with a leading row axis.
+        raw: the JSON instance it was made from (`converge serve`; None for a file), for `log_record`.
     """
 
     source: str
     inputs: dict[str, np.ndarray]
+    raw: Any = None
 
     @property
     def rows(self) -> int:
         return len(next(iter(self.inputs.values())))
+
+
+@dataclass
+class LogRecord:
+    """What `Preprocessor.log_record` logs of a served request, beyond its JSON line.
+
+    Args:
+        row: a row of the model's `requests.csv` (the same columns every time), e.g. {"text": ..., "label": ...}.
+        file: (a path relative to the model's log folder, its bytes), e.g. ("7/000123.png", png_bytes).
+    """
+
+    row: dict[str, Any] | None = None
+    file: tuple[str, bytes] | None = None
 
 
 class Preprocessor(ABC):
@@ -118,8 +133,14 @@ class Preprocessor(ABC):
             instances = body["instances"]
             if not isinstance(instances, list) or not instances:
                 raise DataError("instances: expected a non-empty list of instances")
-            return [self.json_request(instance, f"instances[{i}]") for i, instance in enumerate(instances)]
-        return [self.json_request(body, "body")]
+            named = [(instance, f"instances[{i}]") for i, instance in enumerate(instances)]
+        else:
+            named = [(body, "body")]
+        requests = []
+        for instance, source in named:
+            requests.append(self.json_request(instance, source))
+            requests[-1].raw = instance
+        return requests
 
     def json_request(self, instance: Any, source: str) -> Request:
         """One instance of a JSON request body as a Request (what `from_json` calls for each instance).
@@ -167,6 +188,25 @@ class Preprocessor(ABC):
                         "predicted_class": outputs.argmax(axis=1)}
         """
         return {}
+
+    def log_record(self, request: Request, answer: Mapping[str, Any]) -> LogRecord | None:
+        """A served request and its answer as training data the plugin's own data module reads back
+        (`converge serve --log-requests DIR`: a row of `DIR/<model>/requests.csv`, or a file under it).
+        None by default: the request is logged in `requests.jsonl` only.
+
+        Args:
+            request: the request, its JSON instance in `request.raw`.
+            answer: the answer the server gave (the postprocessor's fields).
+
+        Returns:
+            A LogRecord, or None to log nothing beyond the JSON line.
+
+        Example::
+
+            def log_record(self, request, answer):
+                return LogRecord(row={"text": request.raw["text"], "label": answer["label"]})
+        """
+        return None
 
     def collate(self, requests: Sequence[Request]) -> dict[str, np.ndarray]:
         """One model batch from several requests: their rows stacked, by default (override to pad sequences).

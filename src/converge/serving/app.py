@@ -19,6 +19,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -31,6 +32,7 @@ from converge.runtime.predict import finite_answer
 from converge.serving.batcher import Batcher, Overloaded
 from converge.serving.metrics import Metrics
 from converge.serving.model import ServedModel
+from converge.serving.request_log import RequestLog
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -41,6 +43,8 @@ class Settings:
     max_wait_ms: float = 2.0
     max_queue: int = 1024
     timeout_ms: float = 10_000.0
+    log_requests: Path | None = None  # request logging: off unless a folder is given
+    log_sample: float = 0.1
 
 
 class Server:
@@ -50,6 +54,7 @@ class Server:
         self.models, self.settings = models, settings
         self.metrics = Metrics()
         self.batchers: dict[str, Batcher] = {}
+        self.logs: dict[str, RequestLog] = {}
         self.ready = False
         self.app = Starlette(routes=[
             Route("/healthz", self.healthz), Route("/readyz", self.readyz), Route("/metrics", self.prometheus),
@@ -65,6 +70,9 @@ class Server:
                               self.settings.max_queue, self.metrics.batch_rows.labels(model=name).observe)
             batcher.start()
             self.batchers[name] = batcher
+            if self.settings.log_requests is not None:
+                self.logs[name] = RequestLog(self.settings.log_requests / name, model.preprocessor,
+                                             self.settings.log_sample)
             self.metrics.queue_depth.labels(model=name).set_function(lambda b=batcher: b.depth)
             self.metrics.model_info.labels(model=name).info(
                 {key: str(value) for key, value in model.summary().items() if key in ("plugin", "task", "format",
@@ -76,6 +84,8 @@ class Server:
             self.ready = False
             for batcher in self.batchers.values():
                 await batcher.stop()
+            for log in self.logs.values():
+                log.close()
 
     async def healthz(self, request: HttpRequest) -> Response:
         return JSONResponse({"status": "alive"})
@@ -143,9 +153,15 @@ class Server:
         except Overloaded:
             return _error(503, f"model '{model.name}' has {self.settings.max_queue} requests waiting: "
                                f"retry later", retry=True)
-        return await self._answer(future, request, deadline)
+        answers = await self._answer(future, request, deadline)
+        if isinstance(answers, Response):
+            return answers
+        if model.name in self.logs:
+            self.logs[model.name].log(requests, answers)
+        return _answers(answers)
 
-    async def _answer(self, future: asyncio.Future, request: HttpRequest, deadline: float) -> Response:
+    async def _answer(self, future: asyncio.Future, request: HttpRequest,
+                      deadline: float) -> list[dict[str, Any]] | Response:
         """The answers, or 504 past the deadline; a client that disconnects cancels its request."""
         disconnected = asyncio.ensure_future(_disconnect(request))
         try:
@@ -156,7 +172,7 @@ class Server:
         if future not in done:
             future.cancel()  # leaves the queue, or its answer is dropped when its batch returns
             return _error(504, "deadline passed before the answer was ready")
-        return _answers(future.result())
+        return future.result()
 
     def _unknown(self, name: str) -> Response:
         return _error(404, f"unknown model '{name}' (served: {', '.join(sorted(self.models))})")

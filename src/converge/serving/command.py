@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from converge.errors import ConvergeError
 from converge.runtime.processing import positive_int
@@ -38,17 +39,28 @@ def parser() -> argparse.ArgumentParser:
                         help="a request's deadline; past it 504 (default 10000; a request's X-Timeout-Ms header)")
     parser.add_argument("--drift-window", type=positive_int, default=2000,
                         help="rows the live drift statistics cover (default 2000)")
+    parser.add_argument("--log-requests", type=Path, metavar="DIR",
+                        help="log a sample of requests with their answers here (off by default; see README)")
+    parser.add_argument("--log-sample", type=float, default=0.1,
+                        help="the share of requests --log-requests logs (default 0.1)")
     return parser
 
 
 def main(args: Sequence[str]) -> int:
     options = parser().parse_args(args)
-    if options.max_wait_ms < 0 or options.timeout_ms <= 0:
-        raise ConvergeError("--max-wait-ms must be at least 0 and --timeout-ms above 0")
+    if options.max_wait_ms < 0 or options.timeout_ms <= 0 or not 0 < options.log_sample <= 1:
+        raise ConvergeError("--max-wait-ms must be at least 0, --timeout-ms above 0 and --log-sample in (0, 1]")
+    if options.log_requests is not None:
+        try:
+            options.log_requests.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConvergeError(f"--log-requests {options.log_requests}: cannot create it "
+                                f"({error.strerror})") from error
     models = {name: ServedModel.load(name, path, options.format, options.threads, options.drift_window)
               for name, path in named_bundles(options.bundles).items()}
     listening = bind(options.host, options.port)
-    settings = Settings(options.max_batch_size, options.max_wait_ms, options.max_queue, options.timeout_ms)
+    settings = Settings(options.max_batch_size, options.max_wait_ms, options.max_queue, options.timeout_ms,
+                        options.log_requests, options.log_sample)
     server = Server(models, settings)
     host, port = listening.getsockname()[:2]
     print(f"converge serve: {', '.join(models)} on http://{host}:{port}", file=sys.stderr, flush=True)

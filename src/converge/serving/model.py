@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from converge.errors import ConvergeError
+from converge.runtime.bench import feeds
 from converge.runtime.bundle import EXAMPLES, Bundle
 from converge.runtime.drift import DRIFT_FILE, Monitor, reference_of
 from converge.runtime.predict import answer_batch, processor_classes
@@ -52,8 +53,9 @@ class ServedModel:
     def warm_up(self) -> None:
         """One call on the bundle's own example rows, so the first request pays no onnxruntime set-up."""
         with np.load(self.bundle.verified_file_named(EXAMPLES)) as stored:
-            feeds = {name: stored[name] for name in stored.files}
-        self.session.run([self.output_name], feeds)
+            examples = {name: stored[name] for name in stored.files}
+        for rows in (1, min(len(next(iter(examples.values()))), 64)):  # collated as requests are (bags, padding)
+            self.session.run([self.output_name], feeds(self.preprocessor, examples, rows))
 
     def check(self, request: Request) -> None:
         """A request the model cannot take fails alone, here, and never the batch it would have joined."""

@@ -230,7 +230,9 @@ class PluginConformance:
             (answer,) = [json.loads(line) for line in output.read_text().splitlines()]
             expected.append(_without_input(answer))
         instances = [instance for instance, _ in cases]
-        with served([f"model={bundle}"], "--max-wait-ms", "20") as server:
+        logs = tmp_path / "logs"
+        with served([f"model={bundle}"], "--max-wait-ms", "20", "--log-requests", str(logs), "--log-sample", "1"
+                    ) as server:
             url = f"{server.url}/v1/models/model/predict"
 
             async def alone() -> list[httpx.Response]:
@@ -239,10 +241,15 @@ class PluginConformance:
 
             responses = asyncio.run(alone())
             together = httpx.post(url, json={"instances": instances}, timeout=60)
+            assert server.stop()[0] == 0
         assert all(response.status_code == 200 for response in [*responses, together]), together.text
         answered = [_without_input(response.json()["answers"][0]) for response in responses]
         assert _close(answered, expected), f"served: {answered}\npredicted: {expected}"
         assert _close([_without_input(answer) for answer in together.json()["answers"]], expected)
+        logged = [json.loads(line) for line in (logs / "model" / "requests.jsonl").read_text().splitlines()]
+        assert len(logged) == 2 * len(instances)  # each request logged (with its plugin's log_record)
+        assert _close(sorted(json.dumps(line["answer"]) for line in logged),
+                      sorted(json.dumps(answer) for r in [*responses, together] for answer in r.json()["answers"]))
 
 
 def _without_input(answer: dict[str, Any]) -> dict[str, Any]:

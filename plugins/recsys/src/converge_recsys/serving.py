@@ -18,6 +18,7 @@ numpy and the standard library only: everything comes from the spec via
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from converge import DataError, Postprocessor, Preprocessor, Request, json_field, positive_int
+from converge import DataError, LogRecord, Postprocessor, Preprocessor, Request, json_field, positive_int
 from converge_recsys.interactions import read_table
 from converge_recsys.preprocessing import UNKNOWN, Encoder
 
@@ -92,6 +93,14 @@ class RecsysPreprocessor(Preprocessor):
         flags = {f"unknown_{name}": (feeds[name] == UNKNOWN).astype(np.int64) for name in ("user", "item")
                  if name in feeds}
         return {**flags, "score": np.asarray(outputs, dtype=np.float64).reshape(-1)}
+
+    def log_record(self, request: Request, answer: Mapping[str, Any]) -> LogRecord | None:
+        """A scored pair as an interaction row (`data=recsys/csv data.source.rating_column=score`); a top-k
+        request is no interaction (JSON line only)."""
+        if "score" not in answer:
+            return None
+        return LogRecord(row={"user_id": answer["user"], "item_id": answer["item"], "score": answer["score"],
+                              "timestamp": int(time.time())})
 
     def _query(self, encoder: Encoder, source: str, user: str, item: str | None) -> RecsysRequest:
         arrays = encoder.pairs([user], [item], source) if item else encoder.all_items(user, source)

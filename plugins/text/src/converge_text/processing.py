@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from converge import DataError, Preprocessor, Request, json_field
+from converge import DataError, LogRecord, Preprocessor, Request, json_field
 from converge_text.sources import decoded_lines, read_table
 from converge_text.tokenizer import PAD_ID, UNKNOWN_ID, TextTokenizer, bags, pad, unpad
 
@@ -60,6 +60,11 @@ class TextPreprocessor(Preprocessor):
     def json_request(self, instance: Any, source: str) -> Request:
         text = instance if isinstance(instance, str) else json_field(instance, "text", str, source)
         return self.request(source, text)
+
+    def log_record(self, request: Request, answer: Mapping[str, Any]) -> LogRecord:
+        """A row (text, predicted label) of the CSV `data=text/csv` reads."""
+        text = request.raw if isinstance(request.raw, str) else request.raw["text"]
+        return LogRecord(row={"text": text, "label": answer["label"]})
 
     def request(self, source: str, text: str) -> Request:
         return Request(source=source, inputs={"token_ids": self.tokenizer.encode_batch([text])})

@@ -15,13 +15,14 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from converge import DataError, Preprocessor, Request, json_field
+from converge import DataError, LogRecord, Preprocessor, Request, json_field
 
 _MODES = {1: "L", 3: "RGB"}
 
@@ -63,6 +64,16 @@ class ImagePreprocessor(Preprocessor):
 
     def drift_statistics(self, feeds: Mapping[str, np.ndarray], outputs: np.ndarray) -> dict[str, np.ndarray]:
         return {"pixel_intensity": feeds["images"].reshape(-1), "predicted_class": outputs.argmax(axis=1)}
+
+    def log_record(self, request: Request, answer: Mapping[str, Any]) -> LogRecord:
+        """The image as the model saw it, a PNG under its predicted class (`data=vision/image_folder` reads it)."""
+        from PIL import Image
+
+        pixels = (request.inputs["images"][0] * 255).round().clip(0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0))
+        encoded = io.BytesIO()
+        image.save(encoded, format="PNG")
+        return LogRecord(file=(f"{answer['label']}/{uuid.uuid4().hex}.png", encoded.getvalue()))
 
     def _checked(self, array: np.ndarray, source: str) -> np.ndarray:
         channels, (height, width) = self.spec["channels"], self.spec["image_size"]
