@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from converge import ConfigError, DataError
-from converge.testing import PluginConformance, compose, predict, run_cli
+from converge.testing import PluginConformance, build_datamodule, compose, predict, run_cli
 from converge_recsys.interactions import read_interactions
 from converge_recsys.metrics import TopK
 from converge_recsys.models import NCF, BiasedMF, FeatureMF
@@ -62,6 +62,28 @@ class TestRatingMF(PluginConformance):
             predict([str(bundle), "--user", "1", "--top-k", "0"])
         assert refused.value.code == 2
         assert "argument --top-k: must be at least 1, got 0" in capsys.readouterr().err
+
+
+    def test_drift_flags_new_users_and_not_held_out_pairs(self, bundle: Path, tmp_path: Path) -> None:
+        """The test split's (user, item) pairs are the training distribution; the same pairs from users never
+        seen are not (unknown users: a drift of `unknown_user`)."""
+        data = build_datamodule(compose(self.overrides).data)
+        data.setup("test")
+        spec = data.spec()
+        raw = {"user": ["", *spec["users"]], "item": ["", *spec["items"]]}  # index 0: unknown to training
+        pairs = [(raw["user"][u] or f"unseen{n}", raw["item"][i] or f"unseen{n}")
+                 for batch in data.test_dataloader() for n, (u, i) in enumerate(zip(batch[0].tolist(),
+                                                                                  batch[1].tolist(), strict=True))]
+        held = _write(tmp_path / "held.csv", "user_id,item_id\n" + "".join(f"{u},{i}\n" for u, i in pairs))
+        new = _write(tmp_path / "new.csv", "user_id,item_id\n" + "".join(f"new{n},{i}\n"
+                                                                          for n, (_, i) in enumerate(pairs)))
+        reports = {}
+        for name, path in (("held", held), ("new", new)):
+            done = run_cli(["drift", str(bundle), str(path)])
+            assert done.returncode == 0, done.stderr
+            reports[name] = json.loads(done.stdout)
+        assert not reports["held"]["drift"], reports["held"]
+        assert reports["new"]["statistics"]["unknown_user"]["drift"], reports["new"]
 
 
 class TestRankingFeatures(PluginConformance):
