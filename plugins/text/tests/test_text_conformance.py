@@ -3,9 +3,11 @@ on small slices of the real Reuters R8 corpus."""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
-from converge.testing import PluginConformance
+from converge.testing import PluginConformance, run_cli
 
 # 160 training and 160 test documents of R8, a small vocabulary: seconds per run, real text.
 SLICE = ["data=text/r8", "data.max_docs=160", "data.tokenizer.max_vocab=3000", "data.batch_size=32"]
@@ -46,7 +48,25 @@ class TextConformance(PluginConformance):
 
 
 class TestFastText(TextConformance):
-    overrides = [*SLICE, "model=text/fasttext", "data.tokenizer.bigram_buckets=2000", "model.net.dim=16"]
+    # A larger validation split than the others': the drift reference is computed over it.
+    overrides = ["data=text/r8", "data.max_docs=400", "data.val_fraction=0.5", "data.tokenizer.max_vocab=3000",
+                 "data.batch_size=32", "model=text/fasttext", "data.tokenizer.bigram_buckets=2000", "model.net.dim=16"]
+
+    def test_drift_flags_another_corpus_and_not_held_out_news(self, bundle: Path, tmp_path: Path) -> None:
+        """R8's own test stories are the training distribution; Rotten Tomatoes' film reviews are not."""
+        from converge_text.sources import OrangeCorpus, RottenTomatoes
+
+        held, other = OrangeCorpus("r8").load().test.texts, RottenTomatoes().load().train.texts
+        corpora = {"held": held[::len(held) // 300][:300], "other": other[::len(other) // 300][:300]}  # all topics
+        reports = {}
+        for name, texts in corpora.items():
+            with open(tmp_path / f"{name}.csv", "w", newline="", encoding="utf-8") as table:
+                csv.writer(table).writerows([["text"], *([text] for text in texts)])
+            done = run_cli(["drift", str(bundle), str(tmp_path / f"{name}.csv")])
+            assert done.returncode == 0, done.stderr
+            reports[name] = json.loads(done.stdout)
+        assert not reports["held"]["drift"], reports["held"]
+        assert reports["other"]["statistics"]["oov_rate"]["drift"], reports["other"]
 
 
 class TestKimCNN(TextConformance):
