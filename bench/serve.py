@@ -13,8 +13,9 @@ Phases (each starts its own server, the same stack, and stops it with SIGTERM):
 - soak: open loop at 80% of saturation for `--soak-seconds` (60), 5% malformed requests; every answer checked
   against the runtime's own answer for its input, malformed ones must get a 4xx. Targets: 0 5xx, 0 lost or wrong
   answers, server RSS growth <= 10% (after the first 10% of the soak, the warm-up).
-- sigterm: the soak's load, SIGTERM half-way: every request the server accepted must be answered (a request
-  refused at connect is not accepted), and the server exits 0.
+- sigterm: the soak's load, SIGTERM half-way, a connection per request: every request the server accepted must
+  be answered (the count it says on stopping equals the responses the client received; a connection it closed
+  unread, or refused, was not accepted), and the server exits 0.
 - restart: process start to /readyz 200 (target < 2 s), median of 5.
 
 The load generator shares the machine with the server: on 2 cores it takes a part of them, so the figures are
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import signal
 import statistics
@@ -101,12 +103,14 @@ class Load:
             await asyncio.gather(*(client(c) for c in range(clients)))
             return len(self.latencies) / (time.perf_counter() - started)
 
-    async def open_loop(self, rate: float, seconds: float, malformed: float = 0.0,
-                        during: Any = None) -> None:
-        """Poisson arrivals at `rate` per second for `seconds`; `during(elapsed)` is called as it goes."""
+    async def open_loop(self, rate: float, seconds: float, malformed: float = 0.0, during: Any = None,
+                        fresh_connections: bool = False) -> None:
+        """Poisson arrivals at `rate` per second for `seconds`; `during(elapsed)` is called as it goes. With
+        `fresh_connections` each request has a connection of its own: a request the server has not accepted
+        is then refused at connect, never lost on a kept-alive connection the stopping server closes."""
         rng = random.Random(0)
         tasks = []
-        async with _session(4096) as session:
+        async with _session(4096, fresh_connections) as session:
             started = time.perf_counter()
             next_at, i = started, 0
             while (now := time.perf_counter()) - started < seconds:
@@ -122,14 +126,20 @@ class Load:
             await asyncio.gather(*tasks)
 
 
-def _session(connections: int) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections),
+def _session(connections: int, fresh_connections: bool = False) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections, force_close=fresh_connections),
                                  timeout=aiohttp.ClientTimeout(total=30))
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:
     ms = np.array(latencies) * 1000
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))} if len(ms) else {}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_kib(pid: int) -> int:
@@ -152,8 +162,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                                         str(args.threads)])):
             with served([f"bench={args.bundle}"], *batching) as server:
                 load = Load(f"{server.url}/v1/models/bench/predict", bodies, expected)
+                cpu = _cpu_seconds(server.process.pid)
                 results[f"{name}_rows_per_s"] = asyncio.run(load.closed_loop(args.clients, args.seconds))
+                cpu = _cpu_seconds(server.process.pid) - cpu
                 results[f"{name}_wrong"] = load.wrong
+                # where a request's time goes: the server's CPU per answered request (the rest is the client's)
+                results[f"{name}_server_cpu_us_per_request"] = 1e6 * cpu / max(1, len(load.latencies))
         saturation = results["batching_rows_per_s"]
         results["batching_over_no_batching"] = saturation / results["no_batching_rows_per_s"]
         results["batching_over_in_process"] = saturation / results["in_process_rows_per_s"]
@@ -188,10 +202,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     server.process.send_signal(signal.SIGTERM)
                     sent.append(elapsed)
 
-            asyncio.run(load.open_loop(0.8 * saturation, args.seconds, during=stop_half_way))
-            results["sigterm"] = {"answered": sum(load.statuses.values()), "statuses": load.statuses,
-                                  "lost": load.lost, "refused_after_stop": load.refused, "wrong": load.wrong,
-                                  "exit_code": server.process.wait(timeout=30)}
+            asyncio.run(load.open_loop(0.8 * saturation, args.seconds, during=stop_half_way, fresh_connections=True))
+            exit_code = server.process.wait(timeout=30)
+            said = server.process.stderr.read()
+            server_answered = int(said.split("stopped, ")[1].split()[0]) if "stopped, " in said else None
+            # every request the server accepted (read) was answered: what it answered, the client received
+            results["sigterm"] = {"received": sum(load.statuses.values()), "server_answered": server_answered,
+                                  "statuses": load.statuses, "not_read_by_server": load.lost,
+                                  "refused_after_stop": load.refused, "wrong": load.wrong, "exit_code": exit_code}
     if "restart" in args.phases:
         results["restart_ready_s"] = statistics.median(_ready_times(args.bundle, flags))
     return results

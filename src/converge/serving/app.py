@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ class Server:
         self.batchers: dict[str, Batcher] = {}
         self.logs: dict[str, RequestLog] = {}
         self.ready = False
+        self.answered = 0  # predict responses sent, whatever their status (said when the server stops)
         self.app = Starlette(routes=[
             Route("/healthz", self.healthz), Route("/readyz", self.readyz), Route("/metrics", self.prometheus),
             Route("/v1/models", self.list_models), Route("/v1/models/{name}", self.describe),
@@ -86,6 +88,7 @@ class Server:
                 await batcher.stop()
             for log in self.logs.values():
                 log.close()
+            print(f"converge serve: stopped, {self.answered} predict requests answered", file=sys.stderr, flush=True)
 
     async def healthz(self, request: HttpRequest) -> Response:
         return JSONResponse({"status": "alive"})
@@ -126,6 +129,7 @@ class Server:
         response = await self._predict(self.models[name], request, started)
         self.metrics.requests.labels(model=name, status=str(response.status_code)).inc()
         self.metrics.latency.labels(model=name).observe(time.monotonic() - started)
+        self.answered += 1
         return response
 
     async def _predict(self, model: ServedModel, request: HttpRequest, started: float) -> Response:
