@@ -82,12 +82,14 @@ class Monitor:
     def __init__(self, table: Mapping[str, Any], window: int = 2000) -> None:
         self.table, self.window = table, window
         self.batches: deque[tuple[int, dict[str, np.ndarray]]] = deque()
+        self.rows = 0  # in self.batches: a running total, as a window holds thousands of one-row batches
 
     def observe(self, statistics: Mapping[str, np.ndarray], rows: int) -> None:
         self.batches.append((rows, {name: counts(self.table[name], values)
                                     for name, values in statistics.items() if name in self.table}))
-        while len(self.batches) > 1 and sum(n for n, _ in self.batches) - self.batches[0][0] >= self.window:
-            self.batches.popleft()
+        self.rows += rows
+        while len(self.batches) > 1 and self.rows - self.batches[0][0] >= self.window:
+            self.rows -= self.batches.popleft()[0]
 
     def report(self) -> dict[str, Any]:
         batches = list(self.batches)
