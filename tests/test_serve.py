@@ -125,6 +125,18 @@ def test_bad_input_is_a_4xx_naming_the_field(bundle: Path, digits: dict, body: b
     assert fine.status_code == 200  # the worker lives on
 
 
+def test_an_oversized_body_is_413_without_being_read_whole(served_digits) -> None:
+    url = f"{served_digits.url}/v1/models/digits/predict"
+    response = httpx.post(url, content=b"[" * (9 * 1024 * 1024))
+    assert response.status_code == 413 and "body: over the limit" in response.json()["error"]
+
+    def chunks():  # no Content-Length: the server stops reading past the limit
+        for _ in range(20):
+            yield b" " * (1024 * 1024)
+
+    assert httpx.post(url, content=chunks()).status_code == 413
+
+
 @pytest.fixture(scope="module")
 def served_digits(bundle: Path):
     with served([bundle]) as server:

@@ -137,9 +137,9 @@ class Server:
             deadline = started + float(request.headers.get("x-timeout-ms", self.settings.timeout_ms)) / 1000
         except ValueError:
             return _error(400, "X-Timeout-Ms: expected a number of milliseconds")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return _error(413, f"body: {len(body)} bytes, over the limit of {MAX_BODY_BYTES}")
+        body = await _body(request)
+        if body is None:
+            return _error(413, f"body: over the limit of {MAX_BODY_BYTES} bytes")
         try:
             parsed = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: nested too deep
@@ -180,6 +180,19 @@ class Server:
 
     def _unknown(self, name: str) -> Response:
         return _error(404, f"unknown model '{name}' (served: {', '.join(sorted(self.models))})")
+
+
+async def _body(request: HttpRequest) -> bytes | None:
+    """The body, or None past MAX_BODY_BYTES (read no further: an oversized body is never held whole)."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _disconnect(request: HttpRequest) -> None:

@@ -95,6 +95,8 @@ class Batcher:
         while True:
             await self._fill()
             batch = self._take()
+            if not batch:
+                continue
             requests = [request for pending in batch for request in pending.requests]
             self.on_batch(sum(request.rows for request in requests))
             try:
@@ -125,9 +127,12 @@ class Batcher:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
 
     def _take(self) -> list[Pending]:
-        batch = [self.waiting.popleft()]
-        rows = batch[0].rows
-        while self.waiting and rows + self.waiting[0].rows <= self.max_rows:
-            rows += self.waiting[0].rows
-            batch.append(self.waiting.popleft())
+        """The oldest waiting requests up to max_rows rows (at least one), skipping any cancelled a moment ago."""
+        batch: list[Pending] = []
+        rows = 0
+        while self.waiting and (not batch or rows + self.waiting[0].rows <= self.max_rows):
+            pending = self.waiting.popleft()
+            if not pending.future.done():
+                batch.append(pending)
+                rows += pending.rows
         return batch
