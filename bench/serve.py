@@ -6,7 +6,7 @@
 Phases (each starts its own server, the same stack, and stops it with SIGTERM):
 
 - saturation: closed loop, `--clients` clients (64) each posting one row per request as fast as answers come,
-  against the batching server (`--max-batch-size 64 --max-wait-ms 2`) and a server without batching
+  against the batching server (`--max-batch-size 64 --max-wait-ms 2`, or `--max-wait-ms`) and a server without batching
   (`--max-batch-size 1`); and the in-process onnxruntime throughput at batch 64 (`converge bench`'s onnx row).
   Targets: batching >= 5x no batching, and >= 50% of in-process.
 - latency: open loop, Poisson arrivals at half the saturation throughput; p50/p99 (target p99 <= 10 ms).
@@ -151,7 +151,7 @@ def _rss_kib(pid: int) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     bodies, expected = workload(args.bundle)
-    flags = ["--max-batch-size", "64", "--max-wait-ms", "2", "--threads", str(args.threads)]
+    flags = ["--max-batch-size", "64", "--max-wait-ms", str(args.max_wait_ms), "--threads", str(args.threads)]
     results: dict[str, Any] = {}
     saturation = args.rate
     if "saturation" in args.phases or not saturation:
@@ -234,6 +234,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the saturation and latency runs")
     parser.add_argument("--soak-seconds", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (server and in-process)")
+    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="the batching server's --max-wait-ms")
     parser.add_argument("--rate", type=float, default=None,
                         help="the saturation throughput, when the saturation phase is not run")
     parser.add_argument("--json", type=Path, help="also write the results here")
