@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-from converge.testing import PluginConformance, run_cli
+from converge.testing import PluginConformance, run_cli, served
 
 # 160 training and 160 test documents of R8, a small vocabulary: seconds per run, real text.
 SLICE = ["data=text/r8", "data.max_docs=160", "data.tokenizer.max_vocab=3000", "data.batch_size=32"]
@@ -51,6 +51,19 @@ class TestFastText(TextConformance):
     # A larger validation split than the others': the drift reference is computed over it.
     overrides = ["data=text/r8", "data.max_docs=400", "data.val_fraction=0.5", "data.tokenizer.max_vocab=3000",
                  "data.batch_size=32", "model=text/fasttext", "data.tokenizer.bigram_buckets=2000", "model.net.dim=16"]
+
+    def test_served_requests_are_logged_as_a_table_text_csv_reads(self, bundle: Path, tmp_path: Path) -> None:
+        import httpx
+
+        from converge_text.sources import read_table
+
+        texts = ["opec agreed to cut crude oil output", "net profit, per share, rose\nin the quarter", ""]
+        with served([f"news={bundle}"], "--log-requests", str(tmp_path), "--log-sample", "1") as server:
+            body = {"instances": [{"text": texts[0]}, texts[1], {"text": texts[2]}]}
+            answers = httpx.post(f"{server.url}/v1/models/news/predict", json=body).json()["answers"]
+            assert server.stop()[0] == 0
+        table = read_table(tmp_path / "news" / "requests.csv", text_column="text", label_column="label")
+        assert table.texts == texts and table.labels == [answer["label"] for answer in answers]
 
     def test_drift_flags_another_corpus_and_not_held_out_news(self, bundle: Path, tmp_path: Path) -> None:
         """R8's own test stories are the training distribution; Rotten Tomatoes' film reviews are not."""
