@@ -64,6 +64,20 @@ class TestRatingMF(PluginConformance):
         assert "argument --top-k: must be at least 1, got 0" in capsys.readouterr().err
 
 
+    def test_served_pairs_are_logged_as_interactions_recsys_csv_reads(self, bundle: Path, tmp_path: Path) -> None:
+        import httpx
+
+        from converge.testing import served
+
+        body = {"instances": [{"user": "1", "item": "50"}, {"user": 2, "k": 3}, {"user": "new", "item": 50}]}
+        with served([f"movies={bundle}"], "--log-requests", str(tmp_path), "--log-sample", "1") as server:
+            answers = httpx.post(f"{server.url}/v1/models/movies/predict", json=body).json()["answers"]
+            assert server.stop()[0] == 0
+        logged = read_interactions(tmp_path / "movies" / "requests.csv", rating_column="score", out_of_scale="clip")
+        assert len(logged) == 2  # the scored pairs; a top-k request is no interaction
+        assert list(logged.users) == ["1", "new"] and list(logged.items) == ["50", "50"]
+        assert np.allclose(logged.ratings, np.clip([answers[0]["score"], answers[2]["score"]], 1, 5), atol=1e-5)
+
     def test_drift_flags_new_users_and_not_held_out_pairs(self, bundle: Path, tmp_path: Path) -> None:
         """The test split's (user, item) pairs are the training distribution; the same pairs from users never
         seen are not (unknown users: a drift of `unknown_user`)."""
