@@ -274,3 +274,13 @@ def test_request_log_is_read_back_by_the_plugins_data_source(bundle: Path, digit
     assert logged == sorted(answer["label"] for answer in answers)
     sums = sorted(float(images.load(i).sum()) for i in range(7))  # the images the model saw, as PNGs
     assert np.allclose(sums, sorted(np.asarray(i["pixels"]).sum() for i in digits["instances"][:7]), atol=0.2)
+
+
+def test_models_are_named_after_their_folder_or_as_told() -> None:
+    from converge.errors import ConvergeError
+    from converge.serving.model import named_bundles
+
+    assert named_bundles(["out/digits-bundle", "news=b/text", "/tmp/a=b/model"]) == {
+        "digits-bundle": "out/digits-bundle", "news": "b/text", "model": "/tmp/a=b/model"}
+    with pytest.raises(ConvergeError, match="two bundles are named 'digits'"):
+        named_bundles(["a/digits", "b/digits"])

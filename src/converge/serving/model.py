@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,9 +68,9 @@ class ServedModel:
         return answer_batch(self.bundle, self.session, self.output_name, self.preprocessor, self.postprocessor,
                             requests, self._observe if self.drift else None)
 
-    def _observe(self, feeds: dict[str, np.ndarray], outputs: np.ndarray) -> None:
+    def _observe(self, batch: dict[str, np.ndarray], outputs: np.ndarray) -> None:
         assert self.drift is not None
-        self.drift.observe(self.preprocessor.drift_statistics(feeds, outputs), len(outputs))
+        self.drift.observe(self.preprocessor.drift_statistics(batch, outputs), len(outputs))
 
     def summary(self) -> dict[str, Any]:
         manifest = self.bundle.manifest
@@ -79,17 +81,19 @@ class ServedModel:
 
 
 def _schema(preprocessor: Preprocessor) -> str:
-    """The plugin's documented request schema: its processor module's docstring, where each plugin states it."""
-    return (sys.modules[type(preprocessor).__module__].__doc__ or "").strip()
+    """The plugin's documented request schema: its processor module's docstring, where the built-in plugins state
+    it, else the preprocessor's own."""
+    documented = sys.modules[type(preprocessor).__module__].__doc__ or inspect.getdoc(type(preprocessor))
+    return (documented or "").strip()
 
 
 def named_bundles(arguments: list[str]) -> dict[str, str]:
     """`PATH` or `NAME=PATH` -> {name: path}; a model is named after its folder unless named."""
     named: dict[str, str] = {}
     for argument in arguments:
-        name, _, path = argument.rpartition("=") if "=" in argument else (Path(argument).resolve().name, "", argument)
-        if not name or "/" in name:
-            raise ConvergeError(f"{argument}: a model name must be a plain word (NAME=PATH)")
+        name, given, path = argument.partition("=")
+        if not given or not re.fullmatch(r"[\w.-]+", name):  # a path (that may hold "="): named after its folder
+            name, path = Path(argument).resolve().name, argument
         if name in named:
             raise ConvergeError(f"two bundles are named '{name}': name them apart with NAME=PATH")
         named[name] = path
