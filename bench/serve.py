@@ -110,15 +110,14 @@ class Load:
         is then refused at connect, never lost on a kept-alive connection the stopping server closes."""
         rng = random.Random(0)
         tasks = []
-        async with _session(4096, fresh_connections) as session:
+        async with _session(256, fresh_connections) as session:  # kept alive and reused, as a proxy would
             started = time.perf_counter()
             next_at, i = started, 0
             while (now := time.perf_counter()) - started < seconds:
                 if during is not None:
                     during(now - started)
-                if now < next_at:
-                    await asyncio.sleep(next_at - now)
-                    continue
+                # always yield, also when behind schedule: else the requests wait for the generator
+                await asyncio.sleep(max(0.0, next_at - now))
                 index = None if rng.random() < malformed else i % len(self.bodies)
                 tasks.append(asyncio.ensure_future(self.one(session, index)))
                 i += 1
@@ -180,14 +179,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "soak" in args.phases:
         with served([f"bench={args.bundle}"], *flags) as server:
             load = Load(f"{server.url}/v1/models/bench/predict", bodies, expected)
-            rss: list[int] = []  # after the warm-up (10% of the soak), and in its last second
+            rss: list[int] = []  # after the warm-up (10% of the soak), and at its end
 
             def sample(elapsed: float) -> None:
-                due = args.soak_seconds / 10 if not rss else args.soak_seconds - 1
-                if len(rss) < 2 and elapsed > due:
+                if not rss and elapsed > args.soak_seconds / 10:
                     rss.append(_rss_kib(server.process.pid))
 
             asyncio.run(load.open_loop(0.8 * saturation, args.soak_seconds, malformed=0.05, during=sample))
+            rss.append(_rss_kib(server.process.pid))
             results["soak"] = {"rate": 0.8 * saturation, "seconds": args.soak_seconds, "statuses": load.statuses,
                                "server_errors": sum(n for s, n in load.statuses.items() if s >= 500),
                                "wrong": load.wrong, "lost": load.lost, **_percentiles(load.latencies),
