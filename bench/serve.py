@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             asyncio.run(load.open_loop(0.8 * saturation, args.seconds, during=stop_half_way, fresh_connections=True))
             exit_code = server.process.wait(timeout=30)
-            said = server.process.stderr.read()
+            said = server.stderr()
             server_answered = int(said.split("stopped, ")[1].split()[0]) if "stopped, " in said else None
             # every request the server accepted (read) was answered: what it answered, the client received
             results["sigterm"] = {"received": sum(load.statuses.values()), "server_answered": server_answered,

@@ -194,7 +194,7 @@ def test_sigterm_answers_every_accepted_request_then_exits_0(bundle: Path, digit
         assert [response.status_code for response in responses] == [200] * 10
         assert [_without_input(r.json()["answers"])[0] for r in responses] == digits["answers"][:10]
         assert server.process.wait(timeout=10) == 0
-        assert "stopped, 10 predict requests answered" in server.process.stderr.read()
+        assert "stopped, 10 predict requests answered" in server.stderr()
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{server.url}/healthz")
 

@@ -7,13 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from converge.testing.compose import free_port
 
@@ -29,35 +30,39 @@ def served(bundles: Sequence[str | Path], *flags: str, ready_within: float = 60.
             answers = httpx.post(f"{server.url}/v1/models/bundle/predict", json={"text": "hi"}).json()
     """
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "converge.cli", "serve", *map(str, bundles),
-                                "--port", str(port), *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=os.environ.copy())
-    server = Server(process, f"http://127.0.0.1:{port}")
-    try:
-        server.wait_ready(ready_within)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        process.stdout.close()
-        process.stderr.close()
+    with tempfile.TemporaryFile("w+") as said:  # a file, not a pipe: a long run's output never blocks the server
+        process = subprocess.Popen([sys.executable, "-m", "converge.cli", "serve", *map(str, bundles),
+                                    "--port", str(port), *flags], stdout=subprocess.DEVNULL, stderr=said,
+                                   text=True, env=os.environ.copy())
+        server = Server(process, f"http://127.0.0.1:{port}", said)
+        try:
+            server.wait_ready(ready_within)
+            yield server
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 class Server:
-    def __init__(self, process: subprocess.Popen, url: str) -> None:
-        self.process, self.url = process, url
+    def __init__(self, process: subprocess.Popen, url: str, said: IO[str]) -> None:
+        self.process, self.url, self._said = process, url, said
+
+    def stderr(self) -> str:
+        """What the server wrote to stderr so far."""
+        self._said.seek(0)
+        return self._said.read()
 
     def wait_ready(self, within: float) -> float:
         """Seconds until /readyz answers 200; an AssertionError with the server's stderr if it exits or never does."""
         started = time.monotonic()
         while time.monotonic() - started < within:
             if self.process.poll() is not None:
-                raise AssertionError(f"converge serve exited {self.process.returncode}: {self.process.stderr.read()}")
+                raise AssertionError(f"converge serve exited {self.process.returncode}: {self.stderr()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
                     if response.status == 200:
@@ -86,4 +91,4 @@ class Server:
         """SIGTERM, then the exit code and stderr."""
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=timeout)
-        return self.process.returncode, self.process.stderr.read()
+        return self.process.returncode, self.stderr()
