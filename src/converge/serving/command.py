@@ -31,8 +31,10 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch-size", type=positive_int, default=64, help="rows per model call (default 64)")
     parser.add_argument("--max-wait-ms", type=float, default=2.0,
                         help="how long the oldest waiting request waits for others to batch with (default 2)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="onnxruntime intra-op threads per model (default: every core)")
+    # One by default: the event loop, the HTTP parsing and the other models need the cores too, and onnxruntime's
+    # spinning pool threads take them (2 threads halved the requests/s of 1 on a 2-core machine).
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="onnxruntime intra-op threads per model (default 1; more for a large model)")
     parser.add_argument("--max-queue", type=positive_int, default=1024,
                         help="requests waiting per model; past it a request gets 503 (default 1024)")
     parser.add_argument("--timeout-ms", type=float, default=10_000.0,
