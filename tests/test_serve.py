@@ -177,6 +177,7 @@ def test_a_full_queue_is_503_and_a_late_request_504_and_a_gone_client_leaves_not
         assert server.metric("converge_queue_depth", model="digits") == 0
         assert server.metric("converge_batch_rows_sum", model="digits") == 2, "a cancelled request still ran"
         assert server.metric("converge_requests_total", model="digits", status="503") == 3
+        assert server.metric("converge_requests_total", model="digits", status="499") == 1
 
 
 def test_sigterm_answers_every_accepted_request_then_exits_0(bundle: Path, digits: dict) -> None:

@@ -8,7 +8,8 @@
 
 Statuses: 400 a body that is not JSON, 413 a body over the size limit, 422 a body the model cannot take (the
 message names the field), 404 an unknown model, 503 (with Retry-After) a full queue or a stopping server, 504 a
-request past its deadline (`--timeout-ms`, or its own `X-Timeout-Ms` header). A 5xx other than these is a bug.
+request past its deadline (`--timeout-ms`, or its own `X-Timeout-Ms` header); 499 in the metrics, a client that
+left before its answer. A 5xx other than these is a bug.
 """
 
 from __future__ import annotations
@@ -175,6 +176,8 @@ class Server:
             disconnected.cancel()
         if future not in done:
             future.cancel()  # leaves the queue, or its answer is dropped when its batch returns
+            if disconnected in done:  # nobody reads this: 499 (nginx's "client closed request") keeps the count
+                return _error(499, "the client disconnected before its answer was ready")
             return _error(504, "deadline passed before the answer was ready")
         return future.result()
 
