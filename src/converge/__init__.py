@@ -32,6 +32,8 @@ _LOCATIONS = {
     "ClassificationPostprocessor": "converge.runtime.processing",
     "Request": "converge.runtime.processing",
     "positive_int": "converge.runtime.processing",
+    "json_field": "converge.runtime.processing",
+    "LogRecord": "converge.runtime.processing",
     # training (torch)
     "TaskModule": "converge.task",
     "DataModule": "converge.data.module",

@@ -34,6 +34,8 @@ commands:
                              export.quantize=int8
   predict BUNDLE INPUT...    batch inference with onnxruntime: --output F, --batch-size N, --format int8
   bench BUNDLE [--json]      latency p50/p95/p99 and throughput of each format against eager PyTorch
+  serve BUNDLE...            HTTP JSON API with dynamic batching: --port, --max-batch-size, --max-wait-ms
+  drift BUNDLE INPUT...      drift score (PSI) of each statistic of the inputs against the training reference
   plugins [--json]           registered plugins: tasks, configs and data sets
   data list | fetch NAME     built-in data sets; fetch one into the cache, checksum-verified
   report RUN_DIR|SWEEP_DIR   a finished run's report (state, best epoch, why it stopped, loss plot),
@@ -77,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         **{name: partial(_hydra_command, name) for name in _HYDRA_COMMANDS},
         "predict": lambda a: _runtime_command("converge.runtime.predict", a),
         "bench": lambda a: _runtime_command("converge.app.bench", a),
+        "serve": lambda a: _runtime_command("converge.serving.command", a),
+        "drift": lambda a: _runtime_command("converge.runtime.drift", a),
         "plugins": _plugins_command,
         "data": _data_command,
         "report": _report_command,

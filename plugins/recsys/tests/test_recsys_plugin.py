@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from converge import ConfigError, DataError
-from converge.testing import PluginConformance, compose, predict, run_cli
+from converge.testing import PluginConformance, build_datamodule, compose, predict, run_cli
 from converge_recsys.interactions import read_interactions
 from converge_recsys.metrics import TopK
 from converge_recsys.models import NCF, BiasedMF, FeatureMF
@@ -37,6 +37,11 @@ class TestRatingMF(PluginConformance):
     def empty_predict_input(self, folder: Path) -> str:
         return str(_write(folder / "no_rows.csv", "user_id,item_id\n"))
 
+    def serve_instances(self, folder: Path) -> list[tuple[dict, list[str]]]:
+        return [({"user": "1", "item": 50}, [str(_write(folder / "pair.csv", "user_id,item_id\n1,50\n"))]),
+                ({"user": 99999, "item": "50"}, [str(_write(folder / "new.csv", "user_id,item_id\n99999,50\n"))]),
+                ({"user": 1, "k": 3}, ["--user", "1", "--top-k", "3"]), ({"user": "2"}, ["--user", "2"])]
+
     def test_predict_answers_each_row_and_each_user(self, bundle: Path, tmp_path: Path) -> None:
         queries = _write(tmp_path / "queries.csv", "user_id,item_id\n1,50\n\n2,\n")
         output = tmp_path / "answers.jsonl"
@@ -59,11 +64,50 @@ class TestRatingMF(PluginConformance):
         assert "argument --top-k: must be at least 1, got 0" in capsys.readouterr().err
 
 
+    def test_served_pairs_are_logged_as_interactions_recsys_csv_reads(self, bundle: Path, tmp_path: Path) -> None:
+        import httpx
+
+        from converge.testing import served
+
+        body = {"instances": [{"user": "1", "item": "50"}, {"user": 2, "k": 3}, {"user": "new", "item": 50}]}
+        with served([f"movies={bundle}"], "--log-requests", str(tmp_path), "--log-sample", "1") as server:
+            answers = httpx.post(f"{server.url}/v1/models/movies/predict", json=body).json()["answers"]
+            assert server.stop()[0] == 0
+        logged = read_interactions(tmp_path / "movies" / "requests.csv", rating_column="score", out_of_scale="clip")
+        assert len(logged) == 2  # the scored pairs; a top-k request is no interaction
+        assert list(logged.users) == ["1", "new"] and list(logged.items) == ["50", "50"]
+        assert np.allclose(logged.ratings, np.clip([answers[0]["score"], answers[2]["score"]], 1, 5), atol=1e-5)
+
+    def test_drift_flags_new_users_and_not_held_out_pairs(self, bundle: Path, tmp_path: Path) -> None:
+        """The test split's (user, item) pairs are the training distribution; the same pairs from users never
+        seen are not (unknown users: a drift of `unknown_user`)."""
+        data = build_datamodule(compose(self.overrides).data)
+        data.setup("test")
+        spec = data.spec()
+        raw = {"user": ["", *spec["users"]], "item": ["", *spec["items"]]}  # index 0: unknown to training
+        pairs = [(raw["user"][u] or f"unseen{n}", raw["item"][i] or f"unseen{n}")
+                 for batch in data.test_dataloader() for n, (u, i) in enumerate(zip(batch[0].tolist(),
+                                                                                  batch[1].tolist(), strict=True))]
+        held = _write(tmp_path / "held.csv", "user_id,item_id\n" + "".join(f"{u},{i}\n" for u, i in pairs))
+        new = _write(tmp_path / "new.csv", "user_id,item_id\n" + "".join(f"new{n},{i}\n"
+                                                                          for n, (_, i) in enumerate(pairs)))
+        reports = {}
+        for name, path in (("held", held), ("new", new)):
+            done = run_cli(["drift", str(bundle), str(path)])
+            assert done.returncode == 0, done.stderr
+            reports[name] = json.loads(done.stdout)
+        assert not reports["held"]["drift"], reports["held"]
+        assert reports["new"]["statistics"]["unknown_user"]["drift"], reports["new"]
+
+
 class TestRankingFeatures(PluginConformance):
     overrides = ["data=recsys/ml100k_ranking", "model=recsys/feature_mf", *SLICE]
 
     def predict_inputs(self, folder: Path) -> list[str]:
         return [str(_write(folder / "recommend.csv", "user_id\n2\n"))]
+
+    def serve_instances(self, folder: Path) -> list[tuple[dict, list[str]]]:
+        return [({"user": "2", "k": 5}, ["--user", "2", "--top-k", "5"])]
 
 
 def test_kfold_is_a_partition_and_validation_avoids_test() -> None:

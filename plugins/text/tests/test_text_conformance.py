@@ -3,12 +3,14 @@ on small slices of the real Reuters R8 corpus."""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import torch
 from tiny_bert import TINY_BERT
 
-from converge.testing import PluginConformance, load_task
+from converge.testing import PluginConformance, load_task, run_cli, served
 
 # 160 training and 160 test documents of R8, a small vocabulary: seconds per run, real text.
 SLICE = ["data=text/r8", "data.max_docs=160", "data.tokenizer.max_vocab=3000", "data.batch_size=32"]
@@ -42,9 +44,45 @@ class TextConformance(PluginConformance):
         (folder / "no_rows.csv").write_text("text\n", encoding="utf-8")
         return str(folder / "no_rows.csv")
 
+    def serve_instances(self, folder: Path) -> list[tuple[dict | str, list[str]]]:
+        paths = _texts(folder)
+        texts = [Path(path).read_text(encoding="utf-8") for path in paths]
+        return [({"text": texts[0]}, [paths[0]]), (texts[1], [paths[1]]), ({"text": texts[2]}, [paths[2]])]
+
 
 class TestFastText(TextConformance):
-    overrides = [*SLICE, "model=text/fasttext", "data.tokenizer.bigram_buckets=2000", "model.net.dim=16"]
+    # A larger validation split than the others': the drift reference is computed over it.
+    overrides = ["data=text/r8", "data.max_docs=400", "data.val_fraction=0.5", "data.tokenizer.max_vocab=3000",
+                 "data.batch_size=32", "model=text/fasttext", "data.tokenizer.bigram_buckets=2000", "model.net.dim=16"]
+
+    def test_served_requests_are_logged_as_a_table_text_csv_reads(self, bundle: Path, tmp_path: Path) -> None:
+        import httpx
+
+        from converge_text.sources import read_table
+
+        texts = ["opec agreed to cut crude oil output", "net profit, per share, rose\nin the quarter", ""]
+        with served([f"news={bundle}"], "--log-requests", str(tmp_path), "--log-sample", "1") as server:
+            body = {"instances": [{"text": texts[0]}, texts[1], {"text": texts[2]}]}
+            answers = httpx.post(f"{server.url}/v1/models/news/predict", json=body).json()["answers"]
+            assert server.stop()[0] == 0
+        table = read_table(tmp_path / "news" / "requests.csv", text_column="text", label_column="label")
+        assert table.texts == texts and table.labels == [answer["label"] for answer in answers]
+
+    def test_drift_flags_another_corpus_and_not_held_out_news(self, bundle: Path, tmp_path: Path) -> None:
+        """R8's own test stories are the training distribution; Rotten Tomatoes' film reviews are not."""
+        from converge_text.sources import OrangeCorpus, RottenTomatoes
+
+        held, other = OrangeCorpus("r8").load().test.texts, RottenTomatoes().load().train.texts
+        corpora = {"held": held[::len(held) // 300][:300], "other": other[::len(other) // 300][:300]}  # all topics
+        reports = {}
+        for name, texts in corpora.items():
+            with open(tmp_path / f"{name}.csv", "w", newline="", encoding="utf-8") as table:
+                csv.writer(table).writerows([["text"], *([text] for text in texts)])
+            done = run_cli(["drift", str(bundle), str(tmp_path / f"{name}.csv")])
+            assert done.returncode == 0, done.stderr
+            reports[name] = json.loads(done.stdout)
+        assert not reports["held"]["drift"], reports["held"]
+        assert reports["other"]["statistics"]["oov_rate"]["drift"], reports["other"]
 
 
 class TestKimCNN(TextConformance):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -28,11 +29,21 @@ def write_digits(folder: Path, count: int = 3) -> list[str]:
     return [*paths, str(folder / "digit.npy")]
 
 
+def digit_instances(folder: Path) -> list[tuple[dict, list[str]]]:
+    """The digits of `write_digits` as `converge serve` instances: base64 PNGs, and pixels for the .npy."""
+    *pngs, npy = write_digits(folder)
+    images = [({"image": base64.b64encode(Path(png).read_bytes()).decode()}, [png]) for png in pngs]
+    return [*images, ({"pixels": np.load(npy).tolist()}, [npy])]
+
+
 class TestDigitsCNN(PluginConformance):
     overrides = ["data=vision/digits", "model=vision/cnn"]
 
     def predict_inputs(self, folder: Path) -> list[str]:
         return write_digits(folder)
+
+    def serve_instances(self, folder: Path) -> list[tuple[dict, list[str]]]:
+        return digit_instances(folder)
 
 
 class TestDigitsResNet(PluginConformance):

@@ -23,7 +23,10 @@ from converge.errors import ConfigError, ExportError
 from converge.exporting import formats
 from converge.exporting.verification import compare_outputs, failures, task_metrics
 from converge.layout import atomic_folder, write_json
+from converge.plugin import resolve
+from converge.runtime import drift
 from converge.runtime.bundle import EXAMPLES, FORMAT_FILES, FORMAT_VERSION, MANIFEST
+from converge.runtime.drift import DRIFT_FILE
 from converge.training.checkpoint_io import resolve_checkpoint
 
 log = logging.getLogger("converge")
@@ -61,6 +64,7 @@ def _export(cfg: DictConfig) -> Path:
         verification.update(int8_method=int8_method, seconds=round(time.perf_counter() - started, 2))
         rows = zip(task.input_names, batches[0][0], strict=True)
         np.savez(staging / EXAMPLES, **{name: tensor.numpy() for name, tensor in rows})
+        _write_drift_reference(task, batches, staging)
         write_json(staging / MANIFEST, _manifest(task, example, checkpoint_path, checkpoint, wanted, staging,
                                                  verification))
     log.info("bundle written to %s:\n%s", bundle, json.dumps(verification["metrics"], indent=1))
@@ -120,6 +124,23 @@ def _write_formats(task, example, batches, wanted: list[str], settings: DictConf
         if "onnx" not in wanted:
             (staging / FORMAT_FILES["onnx"]).unlink()
     return method
+
+
+def _write_drift_reference(task: Any, batches: list, staging: Path) -> None:
+    """The drift reference (`converge.runtime.drift`): the plugin's statistics over the validation split, the
+    training distribution without the training split's augmentation; none when the task has no preprocessor."""
+    _, declared = registry.find_task(task.import_path())
+    if not declared.preprocessor:
+        return
+    preprocessor = resolve(declared.preprocessor)(plain(task.serving_state()))
+    observed: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for inputs, _ in batches:
+            feeds = {name: tensor.numpy() for name, tensor in task.export_inputs(inputs).items()}
+            for name, values in preprocessor.drift_statistics(feeds, task(*inputs).numpy()).items():
+                observed.setdefault(name, []).append(values)
+    if observed:
+        write_json(staging / DRIFT_FILE, drift.reference(observed))
 
 
 def _manifest(task, example: formats.Inputs, checkpoint_path: Path, checkpoint: dict, wanted: list[str],

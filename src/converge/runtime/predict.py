@@ -15,9 +15,11 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePath
 from typing import IO, Any
+
+import numpy as np
 
 from converge.errors import DataError
 from converge.runtime.bundle import Bundle
@@ -88,7 +90,12 @@ def answer_line(answer: dict[str, Any]) -> str:
     try:
         return json.dumps(answer, allow_nan=False)
     except ValueError:
-        return json.dumps({**_finite_or_null(answer), "non_finite": True})
+        return json.dumps(finite_answer(answer))
+
+
+def finite_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer holding a non-finite number, with it as None and `"non_finite": True` (see `answer_line`)."""
+    return {**_finite_or_null(answer), "non_finite": True}
 
 
 def _finite_or_null(value: Any) -> Any:
@@ -111,17 +118,41 @@ def predict(bundle: Bundle, inputs: Sequence[str], options: argparse.Namespace, 
     output_name = bundle.manifest["outputs"][0]["name"]
     count = 0
     for group in batches(requests_of_every_input(preprocessor.requests(inputs), inputs), options.batch_size):
-        feeds = preprocessor.collate(group)
-        bundle.check_inputs(feeds, source=group[0].source if len(group) == 1 else f"{group[0].source}...")
-        (outputs,) = session.run([output_name], feeds)
-        start = 0
-        for request in group:
-            answer: dict[str, Any] = {"input": request.source}
-            answer.update(postprocessor(request, outputs[start:start + request.rows]))
-            start += request.rows
+        for answer in answer_batch(bundle, session, output_name, preprocessor, postprocessor, group):
             sink.write(answer_line(answer) + "\n")
             count += 1
     return count
+
+
+def answer_batch(bundle: Bundle, session: Any, output_name: str, preprocessor: Preprocessor,
+                 postprocessor: Postprocessor, group: Sequence[Request],
+                 observe: Callable[[dict[str, np.ndarray], np.ndarray], None] | None = None) -> list[dict[str, Any]]:
+    """The answers to a group of requests from one model call: what `converge predict` writes, one per request,
+    and what `converge serve` answers (the same code, so the same answers). `observe` sees the batch and its
+    outputs (the server's drift window)."""
+    feeds = preprocessor.collate(group)
+    bundle.check_inputs(feeds, source=group[0].source if len(group) == 1 else f"{group[0].source}...")
+    (outputs,) = session.run([output_name], feeds)
+    if observe is not None:
+        observe(feeds, outputs)
+    answers, start = [], 0
+    for request in group:
+        answer: dict[str, Any] = {"input": request.source}
+        answer.update(postprocessor(request, outputs[start:start + request.rows]))
+        start += request.rows
+        answers.append(answer)
+    return answers
+
+
+def parse_with_plugin_options(parser: argparse.ArgumentParser,
+                              args: Sequence[str]) -> tuple[Bundle, argparse.Namespace]:
+    """The bundle a command names (its `bundle` argument), and the command's options with those its plugin's
+    preprocessor adds (`add_arguments`)."""
+    known, _ = parser.parse_known_args(args)
+    bundle = Bundle.open(known.bundle)
+    preprocessor_class, _ = processor_classes(bundle)
+    preprocessor_class.add_arguments(parser)
+    return bundle, parser.parse_args(args)
 
 
 def main(args: Sequence[str]) -> int:
@@ -131,11 +162,7 @@ def main(args: Sequence[str]) -> int:
     parser.add_argument("--output", "-o", help="write JSON lines here (default: standard output)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="requests per model call (default 32)")
     parser.add_argument("--format", default="onnx", help="onnx (default) or int8")
-    known, _ = parser.parse_known_args(args)
-    bundle = Bundle.open(known.bundle)
-    preprocessor_class, _ = processor_classes(bundle)
-    preprocessor_class.add_arguments(parser)
-    options = parser.parse_args(args)
+    bundle, options = parse_with_plugin_options(parser, args)
     if not options.output:
         predict(bundle, options.inputs, options, sys.stdout)
         return 0

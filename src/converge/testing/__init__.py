@@ -27,6 +27,7 @@ _LOCATIONS = {
     "read_events": "converge.testing.dashboards",
     "check_confusion_matrix": "converge.testing.dashboards",
     "KillAt": "converge.testing.faults",
+    "served": "converge.testing.serving",
 }
 
 __all__ = sorted(["compose", "free_port", "predict", "run_cli", *_LOCATIONS])

@@ -10,7 +10,9 @@ and, when the task declares a preprocessor and the class implements
 that must never import torch or Lightning, checks that every answer is valid JSON
 and that no answer depends on the other requests of its batch, and that bad input
 (a missing or unreadable file, no input, an input with nothing to predict) is one
-message naming it, exit code 2, and no output file.
+message naming it, exit code 2, and no output file. When the class implements `serve_instances`, the bundle is
+served by a real `converge serve` on a free loopback port, and every JSON instance, sent alone by concurrent
+clients (so the server batches them) and all in one body, must get `converge predict`'s answer.
 """
 
 from __future__ import annotations
@@ -52,6 +54,18 @@ class PluginConformance:
     def empty_predict_input(self, folder: Path) -> str | None:
         """Write into `folder` an input file of your format that holds nothing to predict (a CSV with its header
         and no rows), which `converge predict` must refuse; None (a format that cannot be empty) skips the test."""
+        return None
+
+    def serve_instances(self, folder: Path) -> list[tuple[Any, list[str]]] | None:
+        """JSON instances for `converge serve`, each with the `converge predict` arguments (input files, options)
+        that give the one answer it must get; files go into `folder`. None skips the serve test.
+
+        Example::
+
+            def serve_instances(self, folder):
+                (folder / "a.txt").write_text("crude oil prices fell")
+                return [({"text": "crude oil prices fell"}, [str(folder / "a.txt")])]
+        """
         return None
 
     @pytest.fixture(scope="class")
@@ -207,6 +221,50 @@ class PluginConformance:
         assert predict([str(bundle), *map(str, inputs), "--output", str(output)]) == 2
         error = capsys.readouterr().err
         assert error.startswith("converge: error: ") and str(output) in error and "Traceback" not in error, error
+
+
+    def test_serve_answers_as_predict(self, bundle: Path, tmp_path: Path) -> None:
+        import asyncio
+
+        import httpx
+
+        from converge.testing.serving import served
+
+        cases = self.serve_instances(tmp_path)
+        if cases is None:
+            pytest.skip("the test class gives no serve_instances")
+        expected = []
+        for index, (_, arguments) in enumerate(cases):
+            output = tmp_path / f"predict{index}.jsonl"
+            assert predict([str(bundle), *arguments, "--output", str(output)]) == 0
+            (answer,) = [json.loads(line) for line in output.read_text().splitlines()]
+            expected.append(_without_input(answer))
+        instances = [instance for instance, _ in cases]
+        logs = tmp_path / "logs"
+        with served([f"model={bundle}"], "--max-wait-ms", "20", "--log-requests", str(logs), "--log-sample", "1"
+                    ) as server:
+            url = f"{server.url}/v1/models/model/predict"
+
+            async def alone() -> list[httpx.Response]:
+                async with httpx.AsyncClient(timeout=60) as client:
+                    return await asyncio.gather(*(client.post(url, json=instance) for instance in instances))
+
+            responses = asyncio.run(alone())
+            together = httpx.post(url, json={"instances": instances}, timeout=60)
+            assert server.stop()[0] == 0
+        assert all(response.status_code == 200 for response in [*responses, together]), together.text
+        answered = [_without_input(response.json()["answers"][0]) for response in responses]
+        assert _close(answered, expected), f"served: {answered}\npredicted: {expected}"
+        assert _close([_without_input(answer) for answer in together.json()["answers"]], expected)
+        logged = [json.loads(line) for line in (logs / "model" / "requests.jsonl").read_text().splitlines()]
+        assert len(logged) == 2 * len(instances)  # each request logged (with its plugin's log_record)
+        assert _close(sorted(json.dumps(line["answer"]) for line in logged),
+                      sorted(json.dumps(answer) for r in [*responses, together] for answer in r.json()["answers"]))
+
+
+def _without_input(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer without its source (a file for predict, the instance's place in the body for serve)."""
+    return {key: value for key, value in answer.items() if key != "input"}
 
 
 def _refuse(constant: str) -> None:

@@ -87,6 +87,11 @@ class TextTokenizer:
                    bool(spec["lowercase"]), str(spec["term_frequency"]))
 
     @property
+    def unknown_id(self) -> int:
+        """The id of a word out of the vocabulary."""
+        return UNKNOWN_ID
+
+    @property
     def num_ids(self) -> int:
         """Size of the id space (padding, unknown, vocabulary, bigram buckets): the embedding table's rows."""
         return FIRST_WORD_ID + len(self.vocabulary) + self.bigram_buckets

@@ -60,6 +60,11 @@ class WordPieceTokenizer:
     def num_ids(self) -> int:
         return self.tokenizer.get_vocab_size()
 
+    @property
+    def unknown_id(self) -> int | None:
+        """The id of [UNK], a piece out of the vocabulary (None when the model has none)."""
+        return self.tokenizer.token_to_id("[UNK]")
+
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
 

@@ -1,0 +1,248 @@
+"""`converge serve` under load: a real load generator (aiohttp) against real servers on 127.0.0.1.
+
+    python bench/serve.py BUNDLE                     # every phase; a digits bundle for the issue's targets
+    python bench/serve.py BUNDLE --phases saturation latency --seconds 5
+
+Phases (each starts its own server, the same stack, and stops it with SIGTERM):
+
+- saturation: closed loop, `--clients` clients (64) each posting one row per request as fast as answers come,
+  against the batching server (`--max-batch-size 64 --max-wait-ms 2`, or `--max-wait-ms`) and a server without batching
+  (`--max-batch-size 1`); and the in-process onnxruntime throughput at batch 64 (`converge bench`'s onnx row).
+  Targets: batching >= 5x no batching, and >= 50% of in-process.
+- latency: open loop, Poisson arrivals at half the saturation throughput; p50/p99 (target p99 <= 10 ms).
+- soak: open loop at 80% of saturation for `--soak-seconds` (60), 5% malformed requests; every answer checked
+  against the runtime's own answer for its input, malformed ones must get a 4xx. Targets: 0 5xx, 0 lost or wrong
+  answers, server RSS growth <= 10% (after the first 10% of the soak, the warm-up).
+- sigterm: the soak's load, SIGTERM half-way, a connection per request: every request the server accepted must
+  be answered (the count it says on stopping equals the responses the client received; a connection it closed
+  unread, or refused, was not accepted), and the server exits 0.
+- restart: process start to /readyz 200 (target < 2 s), median of 5.
+
+The load generator shares the machine with the server: on 2 cores it takes a part of them, so the figures are
+conservative. Print a table, and `--json FILE` for the record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from converge.runtime.bench import bench as in_process_bench
+from converge.runtime.bench import onnx_runners
+from converge.runtime.bundle import EXAMPLES, Bundle
+from converge.serving.model import ServedModel
+from converge.testing.serving import served
+
+MALFORMED = [b'{"pixels": [[1, 2], [3, 4]]}', b"{not json", b'{"pixel": 1}', b'{"instances": []}']
+
+
+def workload(bundle: Path) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """One-row request bodies (the bundle's validation rows) and the runtime's answer to each."""
+    with np.load(bundle / EXAMPLES) as stored:
+        images = stored["images"]
+    bodies = [json.dumps({"pixels": image.tolist()}).encode() for image in images]
+    model = ServedModel.load("bench", bundle)
+    expected = []
+    for body in bodies:
+        (answer,) = model.answer(model.preprocessor.from_json(json.loads(body)))
+        expected.append(answer)
+    return bodies, expected
+
+
+class Load:
+    """Requests sent and what came back: latencies of 200s, status counts, wrong answers, lost requests."""
+
+    def __init__(self, url: str, bodies: list[bytes], expected: list[dict[str, Any]]) -> None:
+        self.url, self.bodies, self.expected = url, bodies, expected
+        self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.wrong = self.lost = self.refused = 0
+
+    async def one(self, session: aiohttp.ClientSession, index: int | None) -> None:
+        body = random.choice(MALFORMED) if index is None else self.bodies[index]
+        started = time.perf_counter()
+        try:
+            async with session.post(self.url, data=body, headers={"Content-Type": "application/json"}) as response:
+                payload = await response.json(content_type=None)
+                status = response.status
+        except aiohttp.ClientConnectorError:
+            self.refused += 1  # never accepted: the server was not listening (any more)
+            return
+        except (TimeoutError, aiohttp.ClientError):
+            self.lost += 1  # accepted, never answered
+            return
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if index is None:
+            self.wrong += not 400 <= status < 500
+        elif status == 200:
+            self.latencies.append(time.perf_counter() - started)
+            self.wrong += payload["answers"][0] != {**self.expected[index], "input": "body"}
+
+    async def closed_loop(self, clients: int, seconds: float) -> float:
+        """Rows per second with `clients` clients each sending as soon as its last answer came."""
+        stop = time.perf_counter() + seconds
+        async with _session(clients) as session:
+            async def client(c: int) -> None:
+                i = c
+                while time.perf_counter() < stop:
+                    await self.one(session, i % len(self.bodies))
+                    i += clients
+
+            started = time.perf_counter()
+            await asyncio.gather(*(client(c) for c in range(clients)))
+            return len(self.latencies) / (time.perf_counter() - started)
+
+    async def open_loop(self, rate: float, seconds: float, malformed: float = 0.0, during: Any = None,
+                        fresh_connections: bool = False) -> None:
+        """Poisson arrivals at `rate` per second for `seconds`; `during(elapsed)` is called as it goes. With
+        `fresh_connections` each request has a connection of its own: a request the server has not accepted
+        is then refused at connect, never lost on a kept-alive connection the stopping server closes."""
+        rng = random.Random(0)
+        tasks = []
+        async with _session(256, fresh_connections) as session:  # kept alive and reused, as a proxy would
+            started = time.perf_counter()
+            next_at, i = started, 0
+            while (now := time.perf_counter()) - started < seconds:
+                if during is not None:
+                    during(now - started)
+                # always yield, also when behind schedule: else the requests wait for the generator
+                await asyncio.sleep(max(0.0, next_at - now))
+                index = None if rng.random() < malformed else i % len(self.bodies)
+                tasks.append(asyncio.ensure_future(self.one(session, index)))
+                i += 1
+                next_at += rng.expovariate(rate)
+            await asyncio.gather(*tasks)
+
+
+def _session(connections: int, fresh_connections: bool = False) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections, force_close=fresh_connections),
+                                 timeout=aiohttp.ClientTimeout(total=30))
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    ms = np.array(latencies) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))} if len(ms) else {}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    bodies, expected = workload(args.bundle)
+    flags = ["--max-batch-size", "64", "--max-wait-ms", str(args.max_wait_ms), "--threads", str(args.threads)]
+    results: dict[str, Any] = {}
+    saturation = args.rate
+    if "saturation" in args.phases or not saturation:
+        table = in_process_bench(Bundle.open(args.bundle), onnx_runners(Bundle.open(args.bundle), args.threads),
+                                 batch_size=64, repeats=200)
+        results["in_process_rows_per_s"] = table["onnx"]["rows_per_s"]
+        for name, batching in (("batching", flags), ("no_batching", ["--max-batch-size", "1", "--threads",
+                                                                        str(args.threads)])):
+            with served([f"bench={args.bundle}"], *batching) as server:
+                load = Load(f"{server.url}/v1/models/bench/predict", bodies, expected)
+                cpu = _cpu_seconds(server.process.pid)
+                results[f"{name}_rows_per_s"] = asyncio.run(load.closed_loop(args.clients, args.seconds))
+                cpu = _cpu_seconds(server.process.pid) - cpu
+                results[f"{name}_wrong"] = load.wrong
+                # where a request's time goes: the server's CPU per answered request (the rest is the client's)
+                results[f"{name}_server_cpu_us_per_request"] = 1e6 * cpu / max(1, len(load.latencies))
+        saturation = results["batching_rows_per_s"]
+        results["batching_over_no_batching"] = saturation / results["no_batching_rows_per_s"]
+        results["batching_over_in_process"] = saturation / results["in_process_rows_per_s"]
+    if "latency" in args.phases:
+        with served([f"bench={args.bundle}"], *flags) as server:
+            load = Load(f"{server.url}/v1/models/bench/predict", bodies, expected)
+            asyncio.run(load.open_loop(saturation / 2, args.seconds))
+            results["half_saturation"] = {"rate": saturation / 2, **_percentiles(load.latencies),
+                                          "statuses": load.statuses, "wrong": load.wrong}
+    if "soak" in args.phases:
+        with served([f"bench={args.bundle}"], *flags) as server:
+            load = Load(f"{server.url}/v1/models/bench/predict", bodies, expected)
+            rss: list[int] = []  # after the warm-up (10% of the soak), and at its end
+
+            def sample(elapsed: float) -> None:
+                if not rss and elapsed > args.soak_seconds / 10:
+                    rss.append(_rss_kib(server.process.pid))
+
+            asyncio.run(load.open_loop(0.8 * saturation, args.soak_seconds, malformed=0.05, during=sample))
+            rss.append(_rss_kib(server.process.pid))
+            results["soak"] = {"rate": 0.8 * saturation, "seconds": args.soak_seconds, "statuses": load.statuses,
+                               "server_errors": sum(n for s, n in load.statuses.items() if s >= 500),
+                               "wrong": load.wrong, "lost": load.lost, **_percentiles(load.latencies),
+                               "rss_kib": rss, "rss_growth": rss[-1] / rss[0] - 1 if len(rss) > 1 else None}
+    if "sigterm" in args.phases:
+        with served([f"bench={args.bundle}"], *flags) as server:
+            load = Load(f"{server.url}/v1/models/bench/predict", bodies, expected)
+            sent = []
+
+            def stop_half_way(elapsed: float) -> None:
+                if not sent and elapsed > args.seconds / 2:
+                    server.process.send_signal(signal.SIGTERM)
+                    sent.append(elapsed)
+
+            asyncio.run(load.open_loop(0.8 * saturation, args.seconds, during=stop_half_way, fresh_connections=True))
+            exit_code = server.process.wait(timeout=30)
+            said = server.stderr()
+            server_answered = int(said.split("stopped, ")[1].split()[0]) if "stopped, " in said else None
+            # every request the server accepted (read) was answered: what it answered, the client received
+            results["sigterm"] = {"received": sum(load.statuses.values()), "server_answered": server_answered,
+                                  "statuses": load.statuses, "not_read_by_server": load.lost,
+                                  "refused_after_stop": load.refused, "wrong": load.wrong, "exit_code": exit_code}
+    if "restart" in args.phases:
+        results["restart_ready_s"] = statistics.median(_ready_times(args.bundle, flags))
+    return results
+
+
+def _ready_times(bundle: Path, flags: list[str], times: int = 5) -> list[float]:
+    """Process start to /readyz 200, each a fresh server."""
+    seconds = []
+    for _ in range(times):
+        started = time.monotonic()
+        with served([f"bench={bundle}"], *flags):
+            seconds.append(time.monotonic() - started)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle", type=Path, help="an exported bundle (digits for the issue's targets)")
+    parser.add_argument("--phases", nargs="+", default=["saturation", "latency", "soak", "sigterm", "restart"],
+                        choices=["saturation", "latency", "soak", "sigterm", "restart"])
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the saturation and latency runs")
+    parser.add_argument("--soak-seconds", type=float, default=60.0)
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (server and in-process)")
+    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="the batching server's --max-wait-ms")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="the saturation throughput, when the saturation phase is not run")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    results = run(args)
+    print(json.dumps(results, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

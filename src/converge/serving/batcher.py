@@ -1,0 +1,138 @@
+"""Dynamic batching: the requests waiting for one model are coalesced into one onnxruntime call.
+
+A worker per model takes what waits, up to `max_rows` rows, once the oldest waiting request has waited
+`max_wait` seconds or the rows fill a batch, and runs the model in a thread of its own (onnxruntime releases the
+GIL), so the event loop keeps accepting while the model runs. Under load, requests pile up while a batch runs and
+the next batch leaves at once; alone, a request waits at most `max_wait`.
+
+The queue is bounded (`max_queue` requests waiting): past it `submit` raises `Overloaded` at once. A request
+whose caller gave up (its deadline passed, its client left) is cancelled: it leaves the queue, and if its batch
+already runs its answer is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from converge.runtime.processing import Request
+
+
+class Overloaded(Exception):
+    """The model's queue is full: the request is refused at once (503 with Retry-After)."""
+
+
+@dataclass
+class Pending:
+    requests: list[Request]
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.monotonic)
+
+    @property
+    def rows(self) -> int:
+        return sum(request.rows for request in self.requests)
+
+
+class Batcher:
+    """Args:
+        run: answers a list of requests in one model call (called in the worker thread).
+        max_rows: rows per model call (a single larger request runs alone).
+        max_wait: seconds the oldest waiting request may wait for others.
+        max_queue: requests allowed to wait.
+        on_batch: called with each batch's row count (metrics).
+    """
+
+    def __init__(self, run: Callable[[list[Request]], list[Any]], max_rows: int, max_wait: float, max_queue: int,
+                 on_batch: Callable[[int], None] = lambda rows: None) -> None:
+        self.run, self.max_rows, self.max_wait, self.max_queue = run, max_rows, max_wait, max_queue
+        self.on_batch = on_batch
+        self.waiting: deque[Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="converge-model")
+        self._worker: asyncio.Task | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self.waiting)
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def stop(self) -> None:
+        """Cancel the worker (the server calls this once every accepted request has its answer)."""
+        if self._worker:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    def submit(self, requests: list[Request]) -> asyncio.Future:
+        """Queue one HTTP request's requests; the future gets their answers, in order.
+
+        Raises:
+            Overloaded: `max_queue` requests are already waiting.
+        """
+        if len(self.waiting) >= self.max_queue:
+            raise Overloaded
+        pending = Pending(requests, asyncio.get_running_loop().create_future())
+        pending.future.add_done_callback(lambda future: self._forget(pending) if future.cancelled() else None)
+        self.waiting.append(pending)
+        self._arrived.set()
+        return pending.future
+
+    def _forget(self, pending: Pending) -> None:
+        # A cancelled request leaves no work behind; one already in a running batch has its answer dropped.
+        with contextlib.suppress(ValueError):
+            self.waiting.remove(pending)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._fill()
+            batch = self._take()
+            if not batch:
+                continue
+            requests = [request for pending in batch for request in pending.requests]
+            self.on_batch(sum(request.rows for request in requests))
+            try:
+                answers = await loop.run_in_executor(self._executor, self.run, requests)
+            except Exception as error:  # a bug in a processor: every request of the batch gets it, the worker lives
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+                continue
+            start = 0
+            for pending in batch:
+                if not pending.future.done():  # else its caller gave up while the batch ran
+                    pending.future.set_result(answers[start:start + len(pending.requests)])
+                start += len(pending.requests)
+
+    async def _fill(self) -> None:
+        """Wait for a first request, then until the batch is full or the oldest has waited max_wait."""
+        while True:
+            if not self.waiting:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            remaining = self.waiting[0].arrived + self.max_wait - time.monotonic()
+            if remaining <= 0 or sum(pending.rows for pending in self.waiting) >= self.max_rows:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    def _take(self) -> list[Pending]:
+        """The oldest waiting requests up to max_rows rows (at least one), skipping any cancelled a moment ago."""
+        batch: list[Pending] = []
+        rows = 0
+        while self.waiting and (not batch or rows + self.waiting[0].rows <= self.max_rows):
+            pending = self.waiting.popleft()
+            if not pending.future.done():
+                batch.append(pending)
+                rows += pending.rows
+        return batch

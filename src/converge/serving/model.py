@@ -1,0 +1,100 @@
+"""One served model: a bundle opened, its sha256 verified, its onnxruntime session warmed up, its processors built."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converge.errors import ConvergeError
+from converge.runtime.bench import feeds
+from converge.runtime.bundle import EXAMPLES, Bundle
+from converge.runtime.drift import DRIFT_FILE, Monitor, reference_of
+from converge.runtime.predict import answer_batch, processor_classes
+from converge.runtime.processing import Postprocessor, Preprocessor, Request
+
+
+@dataclass
+class ServedModel:
+    name: str
+    bundle: Bundle
+    format: str
+    session: Any
+    preprocessor: Preprocessor
+    postprocessor: Postprocessor
+    drift: Monitor | None = None  # None: a bundle exported without a drift reference
+
+    @classmethod
+    def load(cls, name: str, path: str | Path, model_format: str = "onnx", threads: int | None = None,
+             drift_window: int = 2000) -> ServedModel:
+        """Open, verify (sha256 of the model file) and warm up a bundle; its processors get the defaults of
+        `converge predict`'s options (e.g. recsys's `--top-k`)."""
+        bundle = Bundle.open(path)
+        preprocessor_class, postprocessor_class = processor_classes(bundle)
+        parser = argparse.ArgumentParser(add_help=False)
+        preprocessor_class.add_arguments(parser)
+        options = parser.parse_args([])
+        spec = bundle.manifest["preprocessing"]
+        model = cls(name, bundle, model_format, bundle.session(model_format, threads),
+                    preprocessor_class(spec, options), postprocessor_class(spec, options))
+        if DRIFT_FILE in bundle.manifest["files"]:
+            model.drift = Monitor(reference_of(bundle), drift_window)
+        model.warm_up()
+        return model
+
+    @property
+    def output_name(self) -> str:
+        return self.bundle.manifest["outputs"][0]["name"]
+
+    def warm_up(self) -> None:
+        """One call on the bundle's own example rows, so the first request pays no onnxruntime set-up."""
+        with np.load(self.bundle.verified_file_named(EXAMPLES)) as stored:
+            examples = {name: stored[name] for name in stored.files}
+        for rows in (1, min(len(next(iter(examples.values()))), 64)):  # collated as requests are (bags, padding)
+            self.session.run([self.output_name], feeds(self.preprocessor, examples, rows))
+
+    def check(self, request: Request) -> None:
+        """A request the model cannot take fails alone, here, and never the batch it would have joined."""
+        self.bundle.check_inputs(self.preprocessor.collate([request]), request.source)
+
+    def answer(self, requests: list[Request]) -> list[dict[str, Any]]:
+        """The answers to requests, from one onnxruntime call (what `converge predict` answers)."""
+        return answer_batch(self.bundle, self.session, self.output_name, self.preprocessor, self.postprocessor,
+                            requests, self._observe if self.drift else None)
+
+    def _observe(self, batch: dict[str, np.ndarray], outputs: np.ndarray) -> None:
+        assert self.drift is not None
+        self.drift.observe(self.preprocessor.drift_statistics(batch, outputs), len(outputs))
+
+    def summary(self) -> dict[str, Any]:
+        manifest = self.bundle.manifest
+        return {"name": self.name, "plugin": manifest["plugin"], "task": manifest["task"], "format": self.format,
+                "created": manifest["created"], "inputs": manifest["inputs"], "outputs": manifest["outputs"],
+                "sha256": manifest["files"][manifest["formats"][self.format]]["sha256"],
+                "request_schema": _schema(self.preprocessor)}
+
+
+def _schema(preprocessor: Preprocessor) -> str:
+    """The plugin's documented request schema: its processor module's docstring, where the built-in plugins state
+    it, else the preprocessor's own."""
+    documented = sys.modules[type(preprocessor).__module__].__doc__ or inspect.getdoc(type(preprocessor))
+    return (documented or "").strip()
+
+
+def named_bundles(arguments: list[str]) -> dict[str, str]:
+    """`PATH` or `NAME=PATH` -> {name: path}; a model is named after its folder unless named."""
+    named: dict[str, str] = {}
+    for argument in arguments:
+        name, given, path = argument.partition("=")
+        if not given or not re.fullmatch(r"[\w.-]+", name):  # a path (that may hold "="): named after its folder
+            name, path = Path(argument).resolve().name, argument
+        if name in named:
+            raise ConvergeError(f"two bundles are named '{name}': name them apart with NAME=PATH")
+        named[name] = path
+    return named
