@@ -8,7 +8,7 @@ accuracy table (mean and std over the seeds). The target: the transferred run at
 from-scratch run's accuracy at E.
 
     python bench/vision_transfer.py                         # E = 20, seeds 0 1 2
-    python bench/vision_transfer.py --epochs 10 --seeds 0 --finetune llrd
+    python bench/vision_transfer.py --epochs 10 --seeds 0 --finetune full
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--finetune", default="full", help="the strategy of the transferred runs")
+    parser.add_argument("--finetune", default="llrd", help="the strategy of the transferred runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
