@@ -29,6 +29,8 @@ from converge.training.checkpoint_io import BEST, load_weights_only, resolve_che
 log = logging.getLogger("converge")
 
 RUN = "run:"
+PRETRAINED_ADVICE = ("Set pretrained.strict=false to load the keys that fit and keep the others as initialised "
+                     "(a new head), or pretrained.prefix / pretrained.into to choose what loads where.")
 State = dict[str, torch.Tensor]
 
 
@@ -78,7 +80,7 @@ class LoadReport:
 
 
 def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True, prefix: str = "",
-               what: str = "pretrained weights") -> LoadReport:
+               what: str = "pretrained weights", advice: str = PRETRAINED_ADVICE) -> LoadReport:
     """Load the keys of `state` under `prefix` (stripped) into `module`, reporting every key that does not fit.
 
     Args:
@@ -87,6 +89,7 @@ def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], strict: boo
         strict: refuse any missing, unexpected or shape-mismatched key; False loads the keys that fit.
         prefix: take only the keys under it, without it (`encoder.` of a whole model for its encoder).
         what: how the error message names the source.
+        advice: the last line of a mismatch's message: what the user can change (the `pretrained.*` keys by default).
 
     Returns:
         The report (also logged as a table).
@@ -104,11 +107,10 @@ def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], strict: boo
             report.mismatched[key] = f"{list(chosen[key].shape)} in the source vs {list(own[key].shape)}"
     log.info("%s into %s:\n%s", what, type(module).__name__, report.table())
     if not report.loaded:
-        raise ConfigError(f"{what}: no key fits {type(module).__name__} (prefix '{prefix}'):\n{report.table()}")
+        raise ConfigError(f"{what}: no key fits {type(module).__name__} (prefix '{prefix}'):\n{report.table()}\n"
+                          f"{advice}")
     if strict and not report.clean:
-        raise ConfigError(f"{what} do not match {type(module).__name__}:\n{report.table()}\n"
-                          f"Set pretrained.strict=false to load the keys that fit and keep the others as initialised "
-                          f"(a new head), or pretrained.prefix / pretrained.into to choose what loads where.")
+        raise ConfigError(f"{what} do not match {type(module).__name__}:\n{report.table()}\n{advice}")
     module.load_state_dict({key: chosen[key] for key in report.loaded}, strict=False)
     return report
 

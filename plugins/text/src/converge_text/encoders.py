@@ -121,5 +121,6 @@ def load_bert(source: str) -> nn.Module:
     state, _ = read_weights(source)
     state = {key: value for key, value in state.items() if not key.removeprefix("bert.").startswith(IGNORED_KEYS)}
     prefix = "bert." if any(key.startswith("bert.") for key in state) else ""  # a BertFor... checkpoint's names
-    load_state(encoder, state, prefix=prefix, what=f"pretrained encoder {source}")
+    load_state(encoder, state, prefix=prefix, what=f"pretrained encoder {source}",
+               advice=f"The weights must fit the config.json beside them: is model.net.source={source} one model?")
     return encoder
