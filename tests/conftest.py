@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# The core tests share small stand-ins (`lightning_doubles`): importable by name from this folder.
+sys.path.insert(0, str(Path(__file__).parent))
 # Data sets fetched by tests land in the user's cache (shared across runs), never in the repo.
 os.environ.setdefault("CONVERGE_DATA_DIR", os.path.expanduser("~/.cache/converge/data"))
 

@@ -9,27 +9,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning_doubles import ScriptedScore
 from torch.utils.data import DataLoader, TensorDataset
 
 from converge.training.checkpoint_io import read_checkpoint
 from converge.training.checkpoints import LastCheckpoint
 
 SCORES = [1.0, 3.0, 2.0]  # val/score by epoch (mode max): the best improves at epochs 0 and 1, not at 2
-
-
-class Scripted(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(4, 1)
-
-    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self.layer(batch[0]).pow(2).mean()
-
-    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
-        self.log("val/score", SCORES[self.current_epoch])
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 class Watch(pl.Callback):
@@ -59,8 +45,8 @@ def _fit(folder: Path, ckpt_path: str | None = None, epochs: int = len(SCORES)) 
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0,
                          callbacks=[watch, best, LastCheckpoint(dirpath=folder)])
-    trainer.fit(Scripted(), DataLoader(data, batch_size=8), DataLoader(data, batch_size=8), ckpt_path=ckpt_path,
-                weights_only=True)
+    loader = DataLoader(data, batch_size=8)
+    trainer.fit(ScriptedScore(SCORES), loader, loader, ckpt_path=ckpt_path, weights_only=True)
     return trainer, watch
 
 

@@ -12,14 +12,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
-from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning_doubles import Recorder, Regression, ScriptedScore
 from torch.utils.data import DataLoader, TensorDataset
-from torchmetrics import MeanSquaredError, MetricCollection
 
 from converge.diagnostics.convergence import fit_outcome
 from converge.diagnostics.dashboards import _logging_step
-from converge.task import TaskModule
 from converge.training.distributed import DDPStrategy, _ConfigLauncher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,21 +58,6 @@ def test_the_ddp_launcher_relies_on_what_lightning_still_provides() -> None:
     assert world.main_address and world.main_port and (world.node_rank(), world.local_rank()) == (0, 0)
 
 
-class Regression(TaskModule):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(spec={}, optim={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05}, **kwargs)
-        self.net = torch.nn.Linear(3, 1)
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.net(inputs).squeeze(-1)
-
-    def build_metrics(self) -> MetricCollection:
-        return MetricCollection({"mse": MeanSquaredError()})
-
-    def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.mse_loss(outputs, target)
-
-
 class PerStepLogging(Regression):
     """Lightning decides the logged steps itself: self.log on every step."""
 
@@ -83,20 +66,6 @@ class PerStepLogging(Regression):
         loss = self.compute_loss(self(*inputs), target)
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(target))
         return loss
-
-
-class Recorder(Logger):
-    name, version = "recorder", 0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[tuple[int, dict[str, float]]] = []
-
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.rows.append((step, dict(metrics)))
 
 
 class LoggingSteps(pl.Callback):
@@ -136,28 +105,13 @@ def test_train_loss_and_pictures_are_logged_at_the_steps_lightning_logs_at() -> 
     assert steps.steps == validated and len(validated) == 2, (steps.steps, validated)
 
 
-class StopAtOnce(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(4, 1)
-
-    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self.layer(batch[0]).pow(2).mean()
-
-    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
-        self.log("val/score", 1.0)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def test_early_stopping_in_the_first_epoch_is_reported_as_early_stopping() -> None:
     """EarlyStopping.stopping_reason, not stopped_epoch > 0: a stop in epoch 0 is an early stop too."""
     data = DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=8)
     stopper = EarlyStopping(monitor="val/score", mode="max", stopping_threshold=0.5)
     trainer = pl.Trainer(max_epochs=3, callbacks=[stopper], accelerator="cpu", logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(StopAtOnce(), data, data)
+    trainer.fit(ScriptedScore([1.0, 1.0, 1.0]), data, data)
     assert trainer.current_epoch == 1 and stopper.stopped_epoch == 0
     assert fit_outcome(trainer)["stop_reason"] == "early_stopping"
 

@@ -6,48 +6,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.loggers import Logger
+from lightning_doubles import Recorder, Regression
 from torch.utils.data import DataLoader, TensorDataset
-from torchmetrics import MeanSquaredError, MetricCollection
-
-from converge.task import TaskModule
-
-
-class Regression(TaskModule):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.net = torch.nn.Linear(3, 1)
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.net(inputs).squeeze(-1)
-
-    def build_metrics(self) -> MetricCollection:
-        return MetricCollection({"mse": MeanSquaredError()})
-
-    def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.mse_loss(outputs, target)
-
-
-class Recorder(Logger):
-    """Every log_metrics call, as a logger receives it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[tuple[int, dict[str, float]]] = []
-
-    @property
-    def name(self) -> str:
-        return "recorder"
-
-    @property
-    def version(self) -> int:
-        return 0
-
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.rows.append((step, dict(metrics)))
 
 
 class StepLosses(pl.Callback):
@@ -72,7 +32,7 @@ class PerStepLogging(Regression):
 def _fit(task_class: type[Regression]) -> tuple[Regression, Recorder, StepLosses]:
     torch.manual_seed(0)
     train = TensorDataset(torch.randn(70, 3), torch.randn(70))  # batches of 16: the last one has 6 rows
-    task = task_class(spec={}, optim={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05})
+    task = task_class()
     recorder, steps = Recorder(), StepLosses()
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=recorder, callbacks=[steps], log_every_n_steps=2,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
