@@ -35,73 +35,84 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
+import uvloop
+from loadgen import Client, Lost, Refused, Response
 
 from converge.runtime.bench import bench as in_process_bench
 from converge.runtime.bench import onnx_runners
 from converge.runtime.bundle import EXAMPLES, Bundle
 from converge.serving.model import ServedModel
-from converge.testing.serving import served
+from converge.testing import same_answers, served
 
 MALFORMED = [b'{"pixels": [[1, 2], [3, 4]]}', b"{not json", b'{"pixel": 1}', b'{"instances": []}']
 
 
-def workload(bundle: Path) -> tuple[list[bytes], list[dict[str, Any]]]:
-    """One-row request bodies (the bundle's validation rows) and the runtime's answer to each."""
-    with np.load(bundle / EXAMPLES) as stored:
-        images = stored["images"]
-    bodies = [json.dumps({"pixels": image.tolist()}).encode() for image in images]
+def workload(bundle: Path, bodies_file: Path | None) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """One-instance request bodies and the runtime's own answer to each: the lines of `bodies_file` (JSONL, one
+    body a line, in the plugin's request schema), or else the bundle's validation images (vision)."""
+    if bodies_file is not None:
+        bodies = [line.encode() for line in bodies_file.read_text().splitlines() if line.strip()]
+    else:
+        with np.load(bundle / EXAMPLES) as stored:
+            bodies = [json.dumps({"pixels": image.tolist()}).encode() for image in stored["images"]]
     model = ServedModel.load("bench", bundle)
-    expected = []
-    for body in bodies:
-        (answer,) = model.answer(model.preprocessor.from_json(json.loads(body)))
-        expected.append(answer)
-    return bodies, expected
+    expected = [{**model.answer(model.preprocessor.from_json(json.loads(body)))[0], "input": "body"}
+                for body in bodies]
+    return bodies, json.loads(json.dumps(expected))  # as JSON carries them
 
 
 class Load:
-    """Requests sent and what came back: latencies of 200s, status counts, wrong answers, lost requests."""
+    """Requests sent and what came back, checked once the load is over (checking costs the generator's CPU):
+    latencies of 200s, status counts, wrong answers, lost and refused requests.
+
+    A malformed request (index None) must get a 4xx; any other must get the runtime's answer for its body."""
 
     def __init__(self, url: str, bodies: list[bytes], expected: list[dict[str, Any]]) -> None:
         self.url, self.bodies, self.expected = url, bodies, expected
-        self.latencies: list[float] = []
-        self.statuses: dict[int, int] = {}
-        self.wrong = self.lost = self.refused = 0
+        self.responses: list[tuple[int | None, Response]] = []
+        self.lost = self.refused = 0
 
-    async def one(self, session: aiohttp.ClientSession, index: int | None) -> None:
-        body = random.choice(MALFORMED) if index is None else self.bodies[index]
-        started = time.perf_counter()
+    async def one(self, client: Client, index: int | None) -> None:
         try:
-            async with session.post(self.url, data=body, headers={"Content-Type": "application/json"}) as response:
-                payload = await response.json(content_type=None)
-                status = response.status
-        except aiohttp.ClientConnectorError:
+            response = await client.post(random.choice(MALFORMED) if index is None else self.bodies[index])
+        except Refused:
             self.refused += 1  # never accepted: the server was not listening (any more)
             return
-        except (TimeoutError, aiohttp.ClientError):
-            self.lost += 1  # accepted, never answered
+        except Lost:
+            self.lost += 1  # sent, never answered
             return
-        self.statuses[status] = self.statuses.get(status, 0) + 1
-        if index is None:
-            self.wrong += not 400 <= status < 500
-        elif status == 200:
-            self.latencies.append(time.perf_counter() - started)
-            self.wrong += payload["answers"][0] != {**self.expected[index], "input": "body"}
+        self.responses.append((index, response))
+
+    def checked(self) -> dict[str, Any]:
+        statuses: dict[int, int] = {}
+        wrong, latencies = 0, []
+        for index, response in self.responses:
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+            if index is None:
+                wrong += not 400 <= response.status < 500
+            elif response.status == 200:
+                latencies.append(response.seconds)
+                wrong += not same_answers(json.loads(response.body)["answers"][0], self.expected[index])
+        return {"statuses": statuses, "wrong": wrong, "lost": self.lost, "refused": self.refused,
+                "answered": len(latencies), **_percentiles(latencies)}
 
     async def closed_loop(self, clients: int, seconds: float) -> float:
         """Rows per second with `clients` clients each sending as soon as its last answer came."""
+        client_pool = Client(self.url, connections=clients)
         stop = time.perf_counter() + seconds
-        async with _session(clients) as session:
-            async def client(c: int) -> None:
-                i = c
-                while time.perf_counter() < stop:
-                    await self.one(session, i % len(self.bodies))
-                    i += clients
 
-            started = time.perf_counter()
-            await asyncio.gather(*(client(c) for c in range(clients)))
-            return len(self.latencies) / (time.perf_counter() - started)
+        async def client(c: int) -> None:
+            i = c
+            while time.perf_counter() < stop:
+                await self.one(client_pool, i % len(self.bodies))
+                i += clients
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        elapsed = time.perf_counter() - started
+        client_pool.close()
+        return sum(response.status == 200 for _, response in self.responses) / elapsed
 
     async def open_loop(self, rate: float, seconds: float, malformed: float = 0.0, during: Any = None,
                         fresh_connections: bool = False) -> None:
@@ -110,24 +121,20 @@ class Load:
         is then refused at connect, never lost on a kept-alive connection the stopping server closes."""
         rng = random.Random(0)
         tasks = []
-        async with _session(256, fresh_connections) as session:  # kept alive and reused, as a proxy would
-            started = time.perf_counter()
-            next_at, i = started, 0
-            while (now := time.perf_counter()) - started < seconds:
-                if during is not None:
-                    during(now - started)
-                # always yield, also when behind schedule: else the requests wait for the generator
-                await asyncio.sleep(max(0.0, next_at - now))
-                index = None if rng.random() < malformed else i % len(self.bodies)
-                tasks.append(asyncio.ensure_future(self.one(session, index)))
-                i += 1
-                next_at += rng.expovariate(rate)
-            await asyncio.gather(*tasks)
-
-
-def _session(connections: int, fresh_connections: bool = False) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections, force_close=fresh_connections),
-                                 timeout=aiohttp.ClientTimeout(total=30))
+        client = Client(self.url, connections=256, fresh_connections=fresh_connections)  # as a proxy would
+        started = time.perf_counter()
+        next_at, i = started, 0
+        while (now := time.perf_counter()) - started < seconds:
+            if during is not None:
+                during(now - started)
+            # always yield, also when behind schedule: else the requests wait for the generator
+            await asyncio.sleep(max(0.0, next_at - now))
+            index = None if rng.random() < malformed else i % len(self.bodies)
+            tasks.append(asyncio.ensure_future(self.one(client, index)))
+            i += 1
+            next_at += rng.expovariate(rate)
+        await asyncio.gather(*tasks)
+        client.close()
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:
@@ -149,9 +156,10 @@ def _rss_kib(pid: int) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    bodies, expected = workload(args.bundle)
-    flags = ["--max-batch-size", "64", "--max-wait-ms", str(args.max_wait_ms), "--threads", str(args.threads)]
-    results: dict[str, Any] = {}
+    bodies, expected = workload(args.bundle, args.bodies)
+    flags = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
+             "--threads", str(args.threads)]
+    results: dict[str, Any] = {"server_flags": " ".join(flags)}
     saturation = args.rate
     if "saturation" in args.phases or not saturation:
         table = in_process_bench(Bundle.open(args.bundle), onnx_runners(Bundle.open(args.bundle), args.threads),
@@ -161,21 +169,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                                         str(args.threads)])):
             with served([f"bench={args.bundle}"], *batching) as server:
                 load = Load(f"{server.url}/v1/models/bench/predict", bodies, expected)
-                cpu = _cpu_seconds(server.process.pid)
-                results[f"{name}_rows_per_s"] = asyncio.run(load.closed_loop(args.clients, args.seconds))
-                cpu = _cpu_seconds(server.process.pid) - cpu
-                results[f"{name}_wrong"] = load.wrong
-                # where a request's time goes: the server's CPU per answered request (the rest is the client's)
-                results[f"{name}_server_cpu_us_per_request"] = 1e6 * cpu / max(1, len(load.latencies))
+                cpu, client_cpu = _cpu_seconds(server.process.pid), time.process_time()
+                results[f"{name}_rows_per_s"] = uvloop.run(load.closed_loop(args.clients, args.seconds))
+                cpu, client_cpu = _cpu_seconds(server.process.pid) - cpu, time.process_time() - client_cpu
+                checked = load.checked()
+                results[f"{name}_wrong"] = checked["wrong"]
+                # where a request's time goes: the server's and the load generator's CPU per answered request
+                results[f"{name}_server_cpu_us_per_request"] = 1e6 * cpu / max(1, checked["answered"])
+                results[f"{name}_client_cpu_us_per_request"] = 1e6 * client_cpu / max(1, checked["answered"])
         saturation = results["batching_rows_per_s"]
         results["batching_over_no_batching"] = saturation / results["no_batching_rows_per_s"]
         results["batching_over_in_process"] = saturation / results["in_process_rows_per_s"]
     if "latency" in args.phases:
         with served([f"bench={args.bundle}"], *flags) as server:
             load = Load(f"{server.url}/v1/models/bench/predict", bodies, expected)
-            asyncio.run(load.open_loop(saturation / 2, args.seconds))
-            results["half_saturation"] = {"rate": saturation / 2, **_percentiles(load.latencies),
-                                          "statuses": load.statuses, "wrong": load.wrong}
+            uvloop.run(load.open_loop(saturation / 2, args.seconds))
+            results["half_saturation"] = {"rate": saturation / 2, **load.checked()}
     if "soak" in args.phases:
         with served([f"bench={args.bundle}"], *flags) as server:
             load = Load(f"{server.url}/v1/models/bench/predict", bodies, expected)
@@ -185,11 +194,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if not rss and elapsed > args.soak_seconds / 10:
                     rss.append(_rss_kib(server.process.pid))
 
-            asyncio.run(load.open_loop(0.8 * saturation, args.soak_seconds, malformed=0.05, during=sample))
+            uvloop.run(load.open_loop(0.8 * saturation, args.soak_seconds, malformed=0.05, during=sample))
             rss.append(_rss_kib(server.process.pid))
-            results["soak"] = {"rate": 0.8 * saturation, "seconds": args.soak_seconds, "statuses": load.statuses,
-                               "server_errors": sum(n for s, n in load.statuses.items() if s >= 500),
-                               "wrong": load.wrong, "lost": load.lost, **_percentiles(load.latencies),
+            checked = load.checked()
+            results["soak"] = {"rate": 0.8 * saturation, "seconds": args.soak_seconds, **checked,
+                               "server_errors": sum(n for s, n in checked["statuses"].items() if s >= 500),
                                "rss_kib": rss, "rss_growth": rss[-1] / rss[0] - 1 if len(rss) > 1 else None}
     if "sigterm" in args.phases:
         with served([f"bench={args.bundle}"], *flags) as server:
@@ -201,14 +210,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     server.process.send_signal(signal.SIGTERM)
                     sent.append(elapsed)
 
-            asyncio.run(load.open_loop(0.8 * saturation, args.seconds, during=stop_half_way, fresh_connections=True))
+            uvloop.run(load.open_loop(0.8 * saturation, args.seconds, during=stop_half_way, fresh_connections=True))
             exit_code = server.process.wait(timeout=30)
             said = server.stderr()
             server_answered = int(said.split("stopped, ")[1].split()[0]) if "stopped, " in said else None
+            checked = load.checked()
             # every request the server accepted (read) was answered: what it answered, the client received
-            results["sigterm"] = {"received": sum(load.statuses.values()), "server_answered": server_answered,
-                                  "statuses": load.statuses, "not_read_by_server": load.lost,
-                                  "refused_after_stop": load.refused, "wrong": load.wrong, "exit_code": exit_code}
+            results["sigterm"] = {"received": sum(checked["statuses"].values()), "server_answered": server_answered,
+                                  "statuses": checked["statuses"], "not_read_by_server": checked["lost"],
+                                  "refused_after_stop": checked["refused"], "wrong": checked["wrong"],
+                                  "exit_code": exit_code}
     if "restart" in args.phases:
         results["restart_ready_s"] = statistics.median(_ready_times(args.bundle, flags))
     return results
@@ -233,6 +244,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the saturation and latency runs")
     parser.add_argument("--soak-seconds", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (server and in-process)")
+    parser.add_argument("--bodies", type=Path,
+                        help="JSONL, one request body a line (default: the bundle's validation images, vision)")
+    parser.add_argument("--max-batch-size", type=int, default=64, help="the batching server's --max-batch-size")
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="the batching server's --max-wait-ms")
     parser.add_argument("--rate", type=float, default=None,
                         help="the saturation throughput, when the saturation phase is not run")

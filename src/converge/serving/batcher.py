@@ -2,8 +2,10 @@
 
 A worker per model takes what waits, up to `max_rows` rows, once the oldest waiting request has waited
 `max_wait` seconds or the rows fill a batch, and runs the model in a thread of its own (onnxruntime releases the
-GIL), so the event loop keeps accepting while the model runs. Under load, requests pile up while a batch runs and
-the next batch leaves at once; alone, a request waits at most `max_wait`.
+GIL), so the event loop keeps accepting while the model runs. A model whose whole batch takes less than
+`INLINE_BELOW` runs in the event loop instead: handing it to a thread and back would cost more than the call.
+Under load, requests pile up while a batch runs and the next batch leaves at once; alone, a request waits at
+most `max_wait`.
 
 The queue is bounded (`max_queue` requests waiting): past it `submit` raises `Overloaded` at once. A request
 whose caller gave up (its deadline passed, its client left) is cancelled: it leaves the queue, and if its batch
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from converge.runtime.processing import Request
+
+INLINE_BELOW = 0.0005  # seconds; a thread handoff (and the GIL back) costs 50-100 us a batch, more under load
 
 
 class Overloaded(Exception):
@@ -46,14 +50,19 @@ class Batcher:
         max_wait: seconds the oldest waiting request may wait for others.
         max_queue: requests allowed to wait.
         on_batch: called with each batch's row count (metrics).
+        batch_seconds: what a full batch costs `run` (a measurement, or an estimate): under `INLINE_BELOW` it
+            runs in the event loop.
     """
 
     def __init__(self, run: Callable[[list[Request]], list[Any]], max_rows: int, max_wait: float, max_queue: int,
-                 on_batch: Callable[[int], None] = lambda rows: None) -> None:
+                 on_batch: Callable[[int], None] = lambda rows: None, batch_seconds: float = INLINE_BELOW) -> None:
         self.run, self.max_rows, self.max_wait, self.max_queue = run, max_rows, max_wait, max_queue
         self.on_batch = on_batch
+        self.inline = batch_seconds < INLINE_BELOW
         self.waiting: deque[Pending] = deque()
-        self._arrived = asyncio.Event()
+        self.rows_waiting = 0
+        # Set by a request that starts a batch or fills one: the worker wakes twice a batch, not once a request.
+        self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="converge-model")
         self._worker: asyncio.Task | None = None
 
@@ -82,13 +91,16 @@ class Batcher:
         pending = Pending(requests, asyncio.get_running_loop().create_future())
         pending.future.add_done_callback(lambda future: self._forget(pending) if future.cancelled() else None)
         self.waiting.append(pending)
-        self._arrived.set()
+        self.rows_waiting += pending.rows
+        if len(self.waiting) == 1 or self.rows_waiting >= self.max_rows:
+            self._wake.set()
         return pending.future
 
     def _forget(self, pending: Pending) -> None:
         # A cancelled request leaves no work behind; one already in a running batch has its answer dropped.
         with contextlib.suppress(ValueError):
             self.waiting.remove(pending)
+            self.rows_waiting -= pending.rows
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -100,7 +112,8 @@ class Batcher:
             requests = [request for pending in batch for request in pending.requests]
             self.on_batch(sum(request.rows for request in requests))
             try:
-                answers = await loop.run_in_executor(self._executor, self.run, requests)
+                answers = self.run(requests) if self.inline else await loop.run_in_executor(self._executor,
+                                                                                          self.run, requests)
             except Exception as error:  # a bug in a processor: every request of the batch gets it, the worker lives
                 for pending in batch:
                     if not pending.future.done():
@@ -116,15 +129,15 @@ class Batcher:
         """Wait for a first request, then until the batch is full or the oldest has waited max_wait."""
         while True:
             if not self.waiting:
-                self._arrived.clear()
-                await self._arrived.wait()
+                self._wake.clear()
+                await self._wake.wait()
                 continue
             remaining = self.waiting[0].arrived + self.max_wait - time.monotonic()
-            if remaining <= 0 or sum(pending.rows for pending in self.waiting) >= self.max_rows:
+            if remaining <= 0 or self.rows_waiting >= self.max_rows:
                 return
-            self._arrived.clear()
+            self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                await asyncio.wait_for(self._wake.wait(), remaining)
 
     def _take(self) -> list[Pending]:
         """The oldest waiting requests up to max_rows rows (at least one), skipping any cancelled a moment ago."""
@@ -132,6 +145,7 @@ class Batcher:
         rows = 0
         while self.waiting and (not batch or rows + self.waiting[0].rows <= self.max_rows):
             pending = self.waiting.popleft()
+            self.rows_waiting -= pending.rows
             if not pending.future.done():
                 batch.append(pending)
                 rows += pending.rows

@@ -87,7 +87,8 @@ def bind(host: str, port: int) -> socket.socket:
 def run(server: Server, listening: socket.socket) -> None:
     import uvicorn
 
-    config = uvicorn.Config(server.app, log_level="warning", access_log=False, lifespan="on",
+    # No access log and no use of the client's address: uvicorn's X-Forwarded-For rewriting would be work for nothing.
+    config = uvicorn.Config(server, log_level="warning", access_log=False, proxy_headers=False, lifespan="on",
                             timeout_graceful_shutdown=None)
     # uvicorn re-raises the signal that stopped it once it is done; this handler takes it, so a graceful stop
     # exits 0 instead of dying of the signal.

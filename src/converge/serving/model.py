@@ -6,6 +6,7 @@ import argparse
 import inspect
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class ServedModel:
     preprocessor: Preprocessor
     postprocessor: Postprocessor
     drift: Monitor | None = None  # None: a bundle exported without a drift reference
+    row_seconds: float = 0.0  # a model row's onnxruntime time in a batch, measured at warm-up
 
     @classmethod
     def load(cls, name: str, path: str | Path, model_format: str = "onnx", threads: int | None = None,
@@ -53,11 +55,15 @@ class ServedModel:
         return self.bundle.manifest["outputs"][0]["name"]
 
     def warm_up(self) -> None:
-        """One call on the bundle's own example rows, so the first request pays no onnxruntime set-up."""
+        """Calls on the bundle's own example rows, so the first request pays no onnxruntime set-up; the last,
+        timed, gives `row_seconds`."""
         with np.load(self.bundle.verified_file_named(EXAMPLES)) as stored:
             examples = {name: stored[name] for name in stored.files}
-        for rows in (1, min(len(next(iter(examples.values()))), 64)):  # collated as requests are (bags, padding)
-            self.session.run([self.output_name], feeds(self.preprocessor, examples, rows))
+        rows = min(len(next(iter(examples.values()))), 64)
+        for batch in (1, rows, rows):  # collated as requests are (bags, padding)
+            started = time.perf_counter()
+            self.session.run([self.output_name], feeds(self.preprocessor, examples, batch))
+        self.row_seconds = (time.perf_counter() - started) / rows
 
     def check(self, request: Request) -> None:
         """A request the model cannot take fails alone, here, and never the batch it would have joined."""

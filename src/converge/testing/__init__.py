@@ -28,6 +28,7 @@ _LOCATIONS = {
     "check_confusion_matrix": "converge.testing.dashboards",
     "KillAt": "converge.testing.faults",
     "served": "converge.testing.serving",
+    "same_answers": "converge.testing.answers",
 }
 
 __all__ = sorted(["compose", "free_port", "predict", "run_cli", *_LOCATIONS])

@@ -28,6 +28,7 @@ import pytest
 import torch
 
 from converge.layout import METRICS_FILE, TENSORBOARD_DIR, last_checkpoint
+from converge.testing.answers import same_answers
 from converge.testing.compose import compose, predict
 
 ALL_FORMATS = ["export.formats=[onnx,torchscript,torch_export]", "export.quantize=int8"]
@@ -182,7 +183,7 @@ class PluginConformance:
             output = tmp_path / f"batch{size}.jsonl"
             assert predict([str(bundle), *inputs, "--output", str(output), "--batch-size", size]) == 0
             answers.append([json.loads(line) for line in output.read_text().splitlines()])
-        assert _close(answers[0], answers[1]), f"batch 1: {answers[0]}\nbatch 3: {answers[1]}"
+        assert same_answers(answers[0], answers[1]), f"batch 1: {answers[0]}\nbatch 3: {answers[1]}"
 
     @pytest.mark.parametrize("case", ["missing file", "unreadable file", "no inputs", "empty input"])
     def test_predict_refuses_bad_input_naming_it(self, bundle: Path, tmp_path: Path, case: str,
@@ -254,11 +255,11 @@ class PluginConformance:
             assert server.stop()[0] == 0
         assert all(response.status_code == 200 for response in [*responses, together]), together.text
         answered = [_without_input(response.json()["answers"][0]) for response in responses]
-        assert _close(answered, expected), f"served: {answered}\npredicted: {expected}"
-        assert _close([_without_input(answer) for answer in together.json()["answers"]], expected)
+        assert same_answers(answered, expected), f"served: {answered}\npredicted: {expected}"
+        assert same_answers([_without_input(answer) for answer in together.json()["answers"]], expected)
         logged = [json.loads(line) for line in (logs / "model" / "requests.jsonl").read_text().splitlines()]
         assert len(logged) == 2 * len(instances)  # each request logged (with its plugin's log_record)
-        assert _close(sorted(json.dumps(line["answer"]) for line in logged),
+        assert same_answers(sorted(json.dumps(line["answer"]) for line in logged),
                       sorted(json.dumps(answer) for r in [*responses, together] for answer in r.json()["answers"]))
 
 
@@ -319,14 +320,3 @@ def _refuse(constant: str) -> None:
         after = torch.load(tmp_path / "frozen" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         moved = {key for key in before if not torch.equal(before[key], after[key])}
         assert moved and not {key for key in moved if key.startswith(prefix)}, sorted(moved)  # buffers included
-
-
-def _close(a: Any, b: Any, tolerance: float = 1e-4) -> bool:
-    """Equal JSON answers, numbers up to `tolerance` (a batch may sum in another order)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[key], b[key], tolerance) for key in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y, tolerance) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) or isinstance(b, float):
-        return abs(a - b) <= tolerance * max(1.0, abs(a), abs(b))
-    return a == b
