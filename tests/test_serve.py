@@ -285,3 +285,29 @@ def test_models_are_named_after_their_folder_or_as_told() -> None:
         "digits-bundle": "out/digits-bundle", "news": "b/text", "model": "/tmp/a=b/model"}
     with pytest.raises(ConvergeError, match="two bundles are named 'digits'"):
         named_bundles(["a/digits", "b/digits"])
+
+
+@pytest.mark.parametrize("batch_seconds", [0.0, 1.0], ids=["in the event loop", "in a thread"])
+def test_the_batcher_coalesces_waiting_requests_into_one_call_in_order(batch_seconds: float) -> None:
+    import threading
+
+    from converge.runtime.processing import Request
+    from converge.serving.batcher import Batcher
+
+    calls: list[tuple[list[str], bool]] = []
+
+    def run(requests: list[Request]) -> list[str]:
+        calls.append(([request.source for request in requests], threading.current_thread() is threading.main_thread()))
+        return [request.source.upper() for request in requests]
+
+    async def burst() -> list[list[str]]:
+        batcher = Batcher(run, max_rows=3, max_wait=0.05, max_queue=10, batch_seconds=batch_seconds)
+        batcher.start()
+        futures = [batcher.submit([Request(name, {"x": np.zeros((1, 2))})]) for name in "abcd"]
+        answers = await asyncio.gather(*futures)
+        await batcher.stop()
+        return answers
+
+    assert asyncio.run(burst()) == [["A"], ["B"], ["C"], ["D"]]
+    in_loop = batch_seconds == 0.0
+    assert calls == [(["a", "b", "c"], in_loop), (["d"], in_loop)]  # full at 3 rows, then the rest after max_wait
