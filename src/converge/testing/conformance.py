@@ -12,7 +12,9 @@ and that no answer depends on the other requests of its batch, and that bad inpu
 (a missing or unreadable file, no input, an input with nothing to predict) is one
 message naming it, exit code 2, and no output file. When the class implements `serve_instances`, the bundle is
 served by a real `converge serve` on a free loopback port, and every JSON instance, sent alone by concurrent
-clients (so the server batches them) and all in one body, must get `converge predict`'s answer.
+clients (so the server batches them) and all in one body, must get `converge predict`'s answer. Transfer
+learning: a task starts from a trained checkpoint's weights (a changed head is refused unless not strict), and a
+task with a `backbone()` trains frozen without moving it (nor its BatchNorm statistics).
 """
 
 from __future__ import annotations
@@ -222,7 +224,6 @@ class PluginConformance:
         error = capsys.readouterr().err
         assert error.startswith("converge: error: ") and str(output) in error and "Traceback" not in error, error
 
-
     def test_serve_answers_as_predict(self, bundle: Path, tmp_path: Path) -> None:
         import asyncio
 
@@ -261,31 +262,25 @@ class PluginConformance:
         assert _close(sorted(json.dumps(line["answer"]) for line in logged),
                       sorted(json.dumps(answer) for r in [*responses, together] for answer in r.json()["answers"]))
 
-
-def _without_input(answer: dict[str, Any]) -> dict[str, Any]:
-    """An answer without its source (a file for predict, the instance's place in the body for serve)."""
-    return {key: value for key, value in answer.items() if key != "input"}
-
-
-def _refuse(constant: str) -> None:
-    raise AssertionError(f"an answer holds {constant}, which is not JSON (write null and non_finite: true)")
-
-
     # -- transfer learning: pretrained weights (any task) and freezing (a task with a backbone()) ---------------
     def _task_from(self, trained: dict[str, Any], output_dir: Path, *overrides: str) -> tuple[Any, Any]:
-        from converge.app.build import build_datamodule, build_task
+        """The config of a run with these overrides, and the task it starts from (its pretrained weights and
+        finetune strategy). The data is the smoke run's, so its spec is the checkpoint's: no data module to build."""
+        from converge.app.build import build_task
         from converge.app.transfer import prepare_transfer
 
         cfg = compose([*self.overrides, *SMOKE, *overrides], output_dir=output_dir)
-        task = build_task(cfg, build_datamodule(cfg.data, cfg.seed).spec())
+        spec = torch.load(last_checkpoint(trained["run_dir"]), weights_only=True)["hyper_parameters"]["spec"]
+        task = build_task(cfg, spec)
         prepare_transfer(cfg, task)
         return cfg, task
 
     def test_initialises_from_a_trained_checkpoint_and_refuses_a_changed_head(self, trained: dict[str, Any],
                                                                               tmp_path: Path) -> None:
         from converge.errors import ConfigError
+        from converge.training.pretrained import load_pretrained
 
-        last = trained["run_dir"] / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(trained["run_dir"])
         source = torch.load(last, weights_only=True)
         _, task = self._task_from(trained, tmp_path / "same", f"pretrained.source={last}", "pretrained.into=task")
         assert all(torch.equal(task.state_dict()[key], value) for key, value in source["state_dict"].items())
@@ -293,12 +288,12 @@ def _refuse(constant: str) -> None:
         inside = {id(p) for p in task.backbone().parameters()} if task.backbone() is not None else set()
         head = next(name for name, p in task.named_parameters() if id(p) not in inside)
         changed = dict(source["state_dict"], **{head: torch.zeros(*source["state_dict"][head].shape, 2)})
-        torch.save({**source, "state_dict": changed}, tmp_path / "other_head.ckpt")
+        other = tmp_path / "other_head.ckpt"
+        torch.save({**source, "state_dict": changed}, other)
+        # What `pretrained.source=... pretrained.into=task [pretrained.strict=false]` does, into the task built above.
         with pytest.raises(ConfigError, match=head.replace(".", r"\.")):
-            self._task_from(trained, tmp_path / "strict", f"pretrained.source={tmp_path / 'other_head.ckpt'}",
-                            "pretrained.into=task")
-        _, task = self._task_from(trained, tmp_path / "loose", f"pretrained.source={tmp_path / 'other_head.ckpt'}",
-                                  "pretrained.into=task", "pretrained.strict=false")
+            load_pretrained(task, str(other), into="task")
+        load_pretrained(task, str(other), into="task", strict=False)
         kept = [key for key in changed if key != head]
         assert all(torch.equal(task.state_dict()[key], changed[key]) for key in kept)
         assert task.state_dict()[head].shape == source["state_dict"][head].shape
@@ -308,7 +303,7 @@ def _refuse(constant: str) -> None:
         from converge.app.train import train
         from converge.training.pretrained import module_path
 
-        last = trained["run_dir"] / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(trained["run_dir"])
         cfg, task = self._task_from(trained, tmp_path / "frozen", f"pretrained.source={last}", "pretrained.into=task",
                                     "finetune=frozen", "trainer.max_epochs=1")
         if task.backbone() is None:
@@ -316,9 +311,18 @@ def _refuse(constant: str) -> None:
         train(cfg)
         prefix = module_path(task, task.backbone())
         before = torch.load(last, weights_only=True)["state_dict"]
-        after = torch.load(tmp_path / "frozen" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        after = torch.load(last_checkpoint(tmp_path / "frozen"), weights_only=True)["state_dict"]
         moved = {key for key in before if not torch.equal(before[key], after[key])}
         assert moved and not {key for key in moved if key.startswith(prefix)}, sorted(moved)  # buffers included
+
+
+def _without_input(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer without its source (a file for predict, the instance's place in the body for serve)."""
+    return {key: value for key, value in answer.items() if key != "input"}
+
+
+def _refuse(constant: str) -> None:
+    raise AssertionError(f"an answer holds {constant}, which is not JSON (write null and non_finite: true)")
 
 
 def _close(a: Any, b: Any, tolerance: float = 1e-4) -> bool:
