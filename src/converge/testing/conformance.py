@@ -13,8 +13,9 @@ and that no answer depends on the other requests of its batch, and that bad inpu
 message naming it, exit code 2, and no output file. When the class implements `serve_instances`, the bundle is
 served by a real `converge serve` on a free loopback port, and every JSON instance, sent alone by concurrent
 clients (so the server batches them) and all in one body, must get `converge predict`'s answer. Transfer
-learning: a task starts from a trained checkpoint's weights (a changed head is refused unless not strict), and a
-task with a `backbone()` trains frozen without moving it (nor its BatchNorm statistics).
+learning: a task starts from a trained checkpoint's weights (a changed head is refused unless not strict); a
+task with a `backbone()` trains frozen without moving it (nor its BatchNorm statistics), and its frozen
+backbone's feature cache is written and changes no prediction.
 """
 
 from __future__ import annotations
@@ -262,7 +263,7 @@ class PluginConformance:
         assert _close(sorted(json.dumps(line["answer"]) for line in logged),
                       sorted(json.dumps(answer) for r in [*responses, together] for answer in r.json()["answers"]))
 
-    # -- transfer learning: pretrained weights (any task) and freezing (a task with a backbone()) ---------------
+    # -- transfer learning: pretrained weights (any task); freezing and its feature cache (a task with a backbone())
     def _task_from(self, trained: dict[str, Any], output_dir: Path, *overrides: str) -> tuple[Any, Any]:
         """The config of a run with these overrides, and the task it starts from (its pretrained weights and
         finetune strategy). The data is the smoke run's, so its spec is the checkpoint's: no data module to build."""
@@ -298,22 +299,51 @@ class PluginConformance:
         assert all(torch.equal(task.state_dict()[key], changed[key]) for key in kept)
         assert task.state_dict()[head].shape == source["state_dict"][head].shape
 
-    def test_frozen_backbone_and_its_batchnorm_statistics_do_not_change(self, trained: dict[str, Any],
-                                                                        tmp_path: Path) -> None:
+    @pytest.fixture(scope="class")
+    def frozen(self, trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+        """Two `finetune=frozen` runs from the smoke run's weights, with the same seed: the backbone's feature cache
+        off, then on (the default). Two epochs, so the second reads the first's validation rows (and any training
+        row drawn again) from the cache. Skips a task without a backbone()."""
+        from converge.app.build import load_task
         from converge.app.train import train
+        from converge.training.feature_cache import frozen_features_in
         from converge.training.pretrained import module_path
 
         last = last_checkpoint(trained["run_dir"])
-        cfg, task = self._task_from(trained, tmp_path / "frozen", f"pretrained.source={last}", "pretrained.into=task",
-                                    "finetune=frozen", "trainer.max_epochs=1")
-        if task.backbone() is None:
-            pytest.skip(f"{type(task).__name__} has no backbone()")
+        smoke, _ = load_task(last)
+        if smoke.backbone() is None:
+            pytest.skip(f"{type(smoke).__name__} has no backbone()")
+        root = tmp_path_factory.mktemp("frozen")
+        frozen = [f"pretrained.source={last}", "pretrained.into=task", "finetune=frozen", "monitor.keep=last"]
+        cfg, task = self._task_from(trained, root / "cached", *frozen)
+        features = frozen_features_in(task)
+        assert features, f"{type(task).__name__} runs its backbone outside converge.FrozenFeatures: nothing is cached"
+        task.finetuning.freeze_before_training(task)  # the cache is named by the backbone as training freezes it
+        cache = features[0].path(task.backbone())
+        cache.unlink(missing_ok=True)  # named by this suite's own weights: an earlier session's file would hide a write
+        train(compose([*self.overrides, *SMOKE, *frozen, "finetune.cache_features=false"], output_dir=root / "plain"))
+        written_without_cache = cache.exists()
         train(cfg)
-        prefix = module_path(task, task.backbone())
-        before = torch.load(last, weights_only=True)["state_dict"]
-        after = torch.load(last_checkpoint(tmp_path / "frozen"), weights_only=True)["state_dict"]
-        moved = {key for key in before if not torch.equal(before[key], after[key])}
-        assert moved and not {key for key in moved if key.startswith(prefix)}, sorted(moved)  # buffers included
+        return {"pretrained": last, "runs": {"plain": root / "plain", "cached": root / "cached"}, "cache": cache,
+                "written_without_cache": written_without_cache, "backbone": module_path(task, task.backbone())}
+
+    def test_frozen_backbone_and_its_batchnorm_statistics_do_not_change(self, frozen: dict[str, Any]) -> None:
+        before = torch.load(frozen["pretrained"], weights_only=True)["state_dict"]
+        for name, run_dir in frozen["runs"].items():
+            after = torch.load(last_checkpoint(run_dir), weights_only=True)["state_dict"]
+            moved = {key for key in before if not torch.equal(before[key], after[key])}
+            assert moved and not {key for key in moved if key.startswith(frozen["backbone"])}, (name, sorted(moved))
+
+    def test_frozen_backbone_features_are_cached_and_change_no_prediction(self, frozen: dict[str, Any]) -> None:
+        from converge.training.feature_cache import FeatureCache
+
+        assert not frozen["written_without_cache"], "finetune.cache_features=false wrote a feature cache"
+        assert frozen["cache"].is_file() and FeatureCache(frozen["cache"]).rows
+        plain, cached = (torch.load(last_checkpoint(frozen["runs"][name]), weights_only=True)["state_dict"]
+                         for name in ("plain", "cached"))
+        assert not [key for key in plain if not torch.equal(plain[key], cached[key])]  # the same head, bit for bit
+        plain, cached = (json.loads((frozen["runs"][name] / METRICS_FILE).read_text()) for name in ("plain", "cached"))
+        assert (plain["kept"]["score"], plain["test"]) == (cached["kept"]["score"], cached["test"])
 
 
 def _without_input(answer: dict[str, Any]) -> dict[str, Any]:
