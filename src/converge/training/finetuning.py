@@ -12,8 +12,9 @@ Each strategy is a Lightning `BaseFinetuning` callback over the task's `backbone
     lora      low-rank adapters (peft) on the backbone's layers; only they and the head train; a rebuilt
               checkpoint is merged into plain weights, so eval and export see a model of the original size
 
-Frozen BatchNorm layers stay in eval mode, so their running statistics are the pretrained ones. Each epoch
-logs `finetune/trainable_params` and `finetune/frozen_params`; Lightning's model summary counts them too.
+Frozen BatchNorm layers stay in eval mode, so their running statistics are the pretrained ones; under `frozen`
+and `gradual` so does every frozen block of the backbone (fixed features: no dropout). Each epoch logs
+`finetune/trainable_params` and `finetune/frozen_params`; Lightning's model summary counts them too.
 """
 
 from __future__ import annotations
@@ -108,7 +109,10 @@ class Frozen(FineTuning):
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         self.freeze(_backbone(pl_module), train_bn=False)
-        hold_frozen_norms(pl_module)
+        hold_frozen_backbone(pl_module)
+
+    def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        hold_frozen_backbone(pl_module)
 
     def parameter_groups(self, task: nn.Module) -> list[dict[str, Any]]:
         return [{"params": _outside(task, _backbone(task)), "lr_scale": 1.0}]
@@ -122,13 +126,23 @@ def hold_frozen_norms(task: nn.Module) -> None:
             module.eval()
 
 
+def hold_frozen_backbone(task: nn.Module) -> None:
+    """Keep the frozen part of the backbone in eval mode (all of it, or each of its frozen blocks), and every frozen
+    BatchNorm: fixed features, whichever epoch the run started at. A run resumed after `gradual` unfroze the top
+    blocks then runs the frozen ones as the run that froze them at its start did (without dropout)."""
+    hold_frozen_norms(task)
+    for module in [_backbone(task), *task.backbone_blocks()]:
+        if not trainable(module.parameters()):
+            module.eval()
+
+
 class Gradual(Frozen):
     """The backbone is frozen until `unfreeze_at_epoch`, then its top `blocks` (all when None) train at
     `lr_scale` x the head's learning rate.
 
     Its parameters sit in their own optimiser group from the start (without gradients, the optimiser skips
-    them), so the LR schedule shapes that group like the others when it starts training. `cache_features`: as
-    for `Frozen`, until it unfreezes.
+    them), so the LR schedule shapes that group like the others when it starts training, and a resumed run's
+    optimiser has the groups its checkpoint holds. `cache_features`: as for `Frozen`, until it unfreezes.
     """
 
     def __init__(self, unfreeze_at_epoch: int = 1, blocks: int | None = None, lr_scale: float = 0.1,
@@ -147,7 +161,7 @@ class Gradual(Frozen):
             self.make_trainable(self._unfrozen(pl_module))
             for module in self._unfrozen(pl_module):
                 module.train()
-        hold_frozen_norms(pl_module)
+        hold_frozen_backbone(pl_module)
 
     def parameter_groups(self, task: nn.Module) -> list[dict[str, Any]]:
         later = [parameter for module in self._unfrozen(task) for parameter in module.parameters()]
