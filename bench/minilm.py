@@ -39,7 +39,7 @@ def frozen_task(cache: bool, overrides: tuple[str, ...] = ()) -> tuple:
     from converge.app.transfer import prepare_transfer
     from converge.testing.compose import compose
 
-    cfg = compose(["experiment=text/rotten_tomatoes_minilm_frozen", f"model.net.cache_features={cache}",
+    cfg = compose(["experiment=text/rotten_tomatoes_minilm_frozen", f"finetune.cache_features={cache}",
                    *overrides])
     datamodule = build_datamodule(cfg.data)
     task = build_task(cfg, datamodule.spec())

@@ -130,3 +130,29 @@ def test_a_lora_run_exports_a_bundle_of_the_plain_model(tmp_path: Path) -> None:
     bundle = export(compose([f"ckpt_path={checkpoint}"], output_dir=tmp_path / "export", config_name="export"))
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["verification"]["formats"]["onnx"]["max_abs_diff"] < 1e-3
+
+
+def test_a_gradual_run_resumed_after_its_unfreeze_epoch_goes_on_as_if_never_stopped(tmp_path: Path) -> None:
+    """Stopped in epoch 2, after the top block unfroze in epoch 1, and resumed from last.ckpt: the block trains
+    again, in the optimiser groups the checkpoint holds, at the schedule's LRs: the weights of an unbroken run."""
+    from converge.app.train import train
+    from converge.errors import DataError
+
+    gradual = ["data=vision/digits", "model=vision/cnn", "model.net.widths=[8,16]", *SMOKE, "trainer.max_epochs=3",
+               "trainer.deterministic=true", "logger=none", "test_after_fit=false", "finetune=gradual",
+               "finetune.unfreeze_at_epoch=1", "finetune.blocks=1"]
+    stop = ["+callbacks.stop._target_=converge.testing.faults.FailAt", "+callbacks.stop.epoch=2",
+            "+callbacks.stop.batch=0"]
+    train(compose(gradual, output_dir=tmp_path / "unbroken"))
+    with pytest.raises(DataError, match="injected failure"):
+        train(compose([*gradual, *stop], output_dir=tmp_path / "stopped"))
+    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    train(compose([*gradual, f"ckpt_path={last}"], output_dir=tmp_path / "stopped"))
+    unbroken, resumed = (torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+                         for run in ("unbroken", "stopped"))
+    assert resumed["epoch"] == unbroken["epoch"] == 2
+    assert [key for key in unbroken["state_dict"] if not torch.equal(unbroken["state_dict"][key],
+                                                                      resumed["state_dict"][key])] == []
+    assert ([group["lr"] for group in resumed["optimizer_states"][0]["param_groups"]]
+            == [group["lr"] for group in unbroken["optimizer_states"][0]["param_groups"]])

@@ -47,6 +47,8 @@ _LOCATIONS = {
     "read_weights": "converge.training.pretrained",
     "load_state": "converge.training.pretrained",
     "FeatureCache": "converge.training.feature_cache",
+    "FrozenFeatures": "converge.training.feature_cache",
+    "frozen_features_in": "converge.training.feature_cache",
     "row_key": "converge.training.feature_cache",
     # dashboards
     "log_confusion_matrix": "converge.diagnostics.confusion",

@@ -6,9 +6,10 @@ way for every domain: the train/val/test steps and their logging under
 `train/`, `val/` and `test/`, the optimiser and LR schedule from config, and
 what a checkpoint must hold to be rebuilt later. (A task that overrides an epoch hook,
 `on_train_epoch_start`/`_end` or `on_validation_epoch_end`/`on_test_epoch_end`, calls super():
-the base class logs the epoch's loss and metrics there.) Its constructor takes only
-plain data (configs, the data spec), never nn.Modules, so every checkpoint
-loads with `weights_only=True` (lightning-hydra-template #456, Lightning #11494).
+the base class logs the epoch's loss and metrics there, and writes its frozen backbone's
+feature cache.) Its constructor takes only plain data (configs, the data spec), never
+nn.Modules, so every checkpoint loads with `weights_only=True` (lightning-hydra-template #456,
+Lightning #11494).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import lightning.pytorch as pl
 import torch
 from torchmetrics import MetricCollection
 
+from converge.training.feature_cache import frozen_features_in
 from converge.training.finetuning import parameter_groups
 from converge.training.optimization import configure_optimizers
 
@@ -332,12 +334,18 @@ class TaskModule(pl.LightningModule, ABC):
     def on_train_epoch_end(self) -> None:
         if self._train_loss_count:  # nothing when a subclass's own training_step logs its loss
             self.log("train/loss_epoch", self._train_loss_sum / self._train_loss_count, on_epoch=True, prog_bar=True)
+        self._save_frozen_features()  # after the epoch's validation: its rows too
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics, on_epoch=True)
+        self._save_frozen_features()
+
+    def _save_frozen_features(self) -> None:
+        for features in frozen_features_in(self):
+            features.save()
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")

@@ -1,5 +1,6 @@
 """model=text/minilm's parts on a tiny random BERT: its WordPiece tokenizer, loading its weights, and the
-frozen-encoder cache (each text encoded once, the file named by the weights, predictions as without it)."""
+frozen-encoder cache (each text encoded once, the file named by the weights; that it changes no prediction is
+the conformance suite's test, TestPretrainedEncoder)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 import torch
 from tiny_bert import TINY_BERT, vocabulary, write_tiny_bert
 
-from converge import ConfigError, FeatureCache
-from converge.testing import load_task, train_run
+from converge import ConfigError, DataError, FeatureCache
+from converge.testing import train_run
 from converge_text.encoders import PretrainedEncoderClassifier
 from converge_text.tokenizer import tokenizer_from_spec
 from converge_text.wordpiece import WordPieceTokenizer
@@ -33,14 +34,12 @@ def reviews(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def train(reviews: Path, run_dir: Path, *overrides: str) -> torch.nn.Module:
-    """A real `converge train` of a head on the frozen tiny BERT, 3 epochs; returns the kept checkpoint's task."""
+def train(reviews: Path, run_dir: Path, finetune: str = "frozen", *overrides: str) -> None:
+    """A real `converge train` of model=text/minilm on the tiny BERT, fine-tuned as `finetune` says, 3 epochs."""
     train_run(["data=text/csv", f"data.source.path={reviews}", f"data.tokenizer.pretrained={TINY_BERT}",
                "data.batch_size=8", "model=text/minilm", f"model.net.source={TINY_BERT}",
-               "finetune=frozen", "trainer.max_epochs=3", "monitor.keep=last", "hardware=cpu",
-               "logger=none", "~callbacks.progress_bar",
-               "~callbacks.model_summary", *overrides], run_dir)
-    return load_task(json.loads((run_dir / "metrics.json").read_text())["kept"]["checkpoint"]).eval()
+               f"finetune={finetune}", "trainer.max_epochs=3", "monitor.keep=last", "hardware=cpu",
+               "logger=none", "~callbacks.progress_bar", "~callbacks.model_summary", *overrides], run_dir)
 
 
 def cache_files(reviews: Path) -> list[Path]:
@@ -84,19 +83,31 @@ def test_other_weights_open_another_cache() -> None:
     net = PretrainedEncoderClassifier(len(vocabulary()), 2, str(TINY_BERT))
     net.encoder.requires_grad_(False)
     ids = torch.tensor([[2, 40, 41, 3]])
-    before, first = net.features(ids), net._cache.path
+    before = net.cached(net.encoder, ids, net.pooled)
+    first = net.cached.cache.path
     changed = {key: value.clone() for key, value in net.state_dict().items()}
     changed["encoder.embeddings.word_embeddings.weight"][40] += 1.0
     net.load_state_dict(changed)
-    assert not torch.equal(net.features(ids), before) and net._cache.path != first
+    assert not torch.equal(net.cached(net.encoder, ids, net.pooled), before) and net.cached.cache.path != first
 
 
-def test_predictions_with_the_cache_are_those_without(reviews: Path, tmp_path: Path) -> None:
-    cached = train(reviews, tmp_path / "cached")
-    plain = train(reviews, tmp_path / "plain", "model.net.cache_features=false")
-    ids = torch.tensor([[2, 40, 41, 42, 3], [2, 43, 3, 0, 0]])
-    with torch.no_grad():
-        assert torch.equal(cached(ids), plain(ids))  # the same features, so the same head, bit for bit
+def test_a_gradual_run_resumed_after_its_unfreeze_epoch_goes_on_as_if_never_stopped(reviews: Path,
+                                                                                     tmp_path: Path) -> None:
+    """Stopped in epoch 2, after the top layer unfroze in epoch 1, and resumed from last.ckpt: the top layer
+    trains again, in the optimiser groups of the checkpoint, at the schedule's LRs, and the layers still frozen
+    run without dropout as before the stop: the weights of a run never stopped."""
+    gradual = ["finetune.unfreeze_at_epoch=1", "finetune.blocks=1", "test_after_fit=false"]
+    stop = ["+callbacks.stop._target_=converge.testing.faults.FailAt", "+callbacks.stop.epoch=2",
+            "+callbacks.stop.batch=0"]
+    train(reviews, tmp_path / "unbroken", "gradual", *gradual)
+    with pytest.raises(DataError, match="injected failure"):
+        train(reviews, tmp_path / "stopped", "gradual", *gradual, *stop)
+    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    train(reviews, tmp_path / "stopped", "gradual", *gradual, f"ckpt_path={last}")
+    unbroken, resumed = (torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+                         for run in ("unbroken", "stopped"))
+    assert [key for key in unbroken if not torch.equal(unbroken[key], resumed[key])] == []
 
 
 @pytest.mark.slow  # the real all-MiniLM-L6-v2 (22.7M parameters): `pytest -m slow`

@@ -1,7 +1,9 @@
-"""Vision transfer learning: torchvision's named weights offline, few labels, MNIST at the size of digits."""
+"""Vision transfer learning: torchvision's named weights offline, few labels, MNIST at the size of digits, which
+batches a frozen backbone's feature cache keeps."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from converge import DataError, UnknownNameError
 from converge_vision.data import ImageClassificationData
 from converge_vision.models import torchvision_classifier
 from converge_vision.sources import Digits, Resized
+from converge_vision.task import ImageClassifier
 
 
 def test_named_weights_offline_say_where_to_put_the_file(tmp_path: Path, monkeypatch) -> None:
@@ -54,3 +57,23 @@ def test_resized_mnist_has_the_size_of_digits(tmp_path: Path) -> None:
     images = Resized(Digits(), size=(4, 4), border=2).load()
     assert images.images.shape[1:] == (1, 4, 4) and images.images.dtype == torch.uint8
     assert torch.equal(images.images[0, 0], Digits().load().images[0, 0, 2:6, 2:6])  # 4x4 centre, unchanged
+
+
+def test_a_frozen_backbone_caches_evaluation_images_and_training_images_unless_augmented(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("CONVERGE_DATA_DIR", str(tmp_path))
+    shifts = {"train_transforms": [{"_target_": "torchvision.transforms.v2.RandomAffine", "degrees": 0,
+                                    "translate": [0.125, 0.125]}]}
+    images = torch.rand(4, 1, 8, 8)
+    for data, training_rows in ((None, 4), (shifts, 0)):
+        task = ImageClassifier(net={"_target_": "converge_vision.models.SmallCNN", "widths": [8]},
+                               spec={"channels": 1, "num_classes": 10, "mean": [0.5], "std": [0.25]},
+                               optim={"_target_": "torch.optim.SGD", "_partial_": True}, data=data)
+        task.backbone().requires_grad_(False)
+        with caplog.at_level(logging.INFO, logger="converge"):
+            task.train()(images)
+            cached = task.net.cached.cache
+            assert (len(cached.rows) if cached else 0) == training_rows
+            task.eval()(images)
+            assert len(task.net.cached.cache.rows) == 4
+    assert "for validation and test batches only (the training inputs are augmented" in caplog.text

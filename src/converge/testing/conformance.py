@@ -12,7 +12,10 @@ and that no answer depends on the other requests of its batch, and that bad inpu
 (a missing or unreadable file, no input, an input with nothing to predict) is one
 message naming it, exit code 2, and no output file. When the class implements `serve_instances`, the bundle is
 served by a real `converge serve` on a free loopback port, and every JSON instance, sent alone by concurrent
-clients (so the server batches them) and all in one body, must get `converge predict`'s answer.
+clients (so the server batches them) and all in one body, must get `converge predict`'s answer. Transfer
+learning: a task starts from a trained checkpoint's weights (a changed head is refused unless not strict); a
+task with a `backbone()` trains frozen without moving it (nor its BatchNorm statistics), and its frozen
+backbone's feature cache is written and changes no prediction.
 """
 
 from __future__ import annotations
@@ -223,7 +226,6 @@ class PluginConformance:
         error = capsys.readouterr().err
         assert error.startswith("converge: error: ") and str(output) in error and "Traceback" not in error, error
 
-
     def test_serve_answers_as_predict(self, bundle: Path, tmp_path: Path) -> None:
         import asyncio
 
@@ -262,6 +264,88 @@ class PluginConformance:
         assert same_answers(sorted(json.dumps(line["answer"]) for line in logged),
                       sorted(json.dumps(answer) for r in [*responses, together] for answer in r.json()["answers"]))
 
+    # -- transfer learning: pretrained weights (any task); freezing and its feature cache (a task with a backbone())
+    def _task_from(self, trained: dict[str, Any], output_dir: Path, *overrides: str) -> tuple[Any, Any]:
+        """The config of a run with these overrides, and the task it starts from (its pretrained weights and
+        finetune strategy). The data is the smoke run's, so its spec is the checkpoint's: no data module to build."""
+        from converge.app.build import build_task
+        from converge.app.transfer import prepare_transfer
+
+        cfg = compose([*self.overrides, *SMOKE, *overrides], output_dir=output_dir)
+        spec = torch.load(last_checkpoint(trained["run_dir"]), weights_only=True)["hyper_parameters"]["spec"]
+        task = build_task(cfg, spec)
+        prepare_transfer(cfg, task)
+        return cfg, task
+
+    def test_initialises_from_a_trained_checkpoint_and_refuses_a_changed_head(self, trained: dict[str, Any],
+                                                                              tmp_path: Path) -> None:
+        from converge.errors import ConfigError
+        from converge.training.pretrained import load_pretrained
+
+        last = last_checkpoint(trained["run_dir"])
+        source = torch.load(last, weights_only=True)
+        _, task = self._task_from(trained, tmp_path / "same", f"pretrained.source={last}", "pretrained.into=task")
+        assert all(torch.equal(task.state_dict()[key], value) for key, value in source["state_dict"].items())
+
+        inside = {id(p) for p in task.backbone().parameters()} if task.backbone() is not None else set()
+        head = next(name for name, p in task.named_parameters() if id(p) not in inside)
+        changed = dict(source["state_dict"], **{head: torch.zeros(*source["state_dict"][head].shape, 2)})
+        other = tmp_path / "other_head.ckpt"
+        torch.save({**source, "state_dict": changed}, other)
+        # What `pretrained.source=... pretrained.into=task [pretrained.strict=false]` does, into the task built above.
+        with pytest.raises(ConfigError, match=head.replace(".", r"\.")):
+            load_pretrained(task, str(other), into="task")
+        load_pretrained(task, str(other), into="task", strict=False)
+        kept = [key for key in changed if key != head]
+        assert all(torch.equal(task.state_dict()[key], changed[key]) for key in kept)
+        assert task.state_dict()[head].shape == source["state_dict"][head].shape
+
+    @pytest.fixture(scope="class")
+    def frozen(self, trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+        """Two `finetune=frozen` runs from the smoke run's weights, with the same seed: the backbone's feature cache
+        off, then on (the default). Two epochs, so the second reads the first's validation rows (and any training
+        row drawn again) from the cache. Skips a task without a backbone()."""
+        from converge.app.build import load_task
+        from converge.app.train import train
+        from converge.training.feature_cache import frozen_features_in
+        from converge.training.pretrained import module_path
+
+        last = last_checkpoint(trained["run_dir"])
+        smoke, _ = load_task(last)
+        if smoke.backbone() is None:
+            pytest.skip(f"{type(smoke).__name__} has no backbone()")
+        root = tmp_path_factory.mktemp("frozen")
+        frozen = [f"pretrained.source={last}", "pretrained.into=task", "finetune=frozen", "monitor.keep=last"]
+        cfg, task = self._task_from(trained, root / "cached", *frozen)
+        features = frozen_features_in(task)
+        assert features, f"{type(task).__name__} runs its backbone outside converge.FrozenFeatures: nothing is cached"
+        task.finetuning.freeze_before_training(task)  # the cache is named by the backbone as training freezes it
+        cache = features[0].path(task.backbone())
+        cache.unlink(missing_ok=True)  # named by this suite's own weights: an earlier session's file would hide a write
+        train(compose([*self.overrides, *SMOKE, *frozen, "finetune.cache_features=false"], output_dir=root / "plain"))
+        written_without_cache = cache.exists()
+        train(cfg)
+        return {"pretrained": last, "runs": {"plain": root / "plain", "cached": root / "cached"}, "cache": cache,
+                "written_without_cache": written_without_cache, "backbone": module_path(task, task.backbone())}
+
+    def test_frozen_backbone_and_its_batchnorm_statistics_do_not_change(self, frozen: dict[str, Any]) -> None:
+        before = torch.load(frozen["pretrained"], weights_only=True)["state_dict"]
+        for name, run_dir in frozen["runs"].items():
+            after = torch.load(last_checkpoint(run_dir), weights_only=True)["state_dict"]
+            moved = {key for key in before if not torch.equal(before[key], after[key])}
+            assert moved and not {key for key in moved if key.startswith(frozen["backbone"])}, (name, sorted(moved))
+
+    def test_frozen_backbone_features_are_cached_and_change_no_prediction(self, frozen: dict[str, Any]) -> None:
+        from converge.training.feature_cache import FeatureCache
+
+        assert not frozen["written_without_cache"], "finetune.cache_features=false wrote a feature cache"
+        assert frozen["cache"].is_file() and FeatureCache(frozen["cache"]).rows
+        plain, cached = (torch.load(last_checkpoint(frozen["runs"][name]), weights_only=True)["state_dict"]
+                         for name in ("plain", "cached"))
+        assert not [key for key in plain if not torch.equal(plain[key], cached[key])]  # the same head, bit for bit
+        plain, cached = (json.loads((frozen["runs"][name] / METRICS_FILE).read_text()) for name in ("plain", "cached"))
+        assert (plain["kept"]["score"], plain["test"]) == (cached["kept"]["score"], cached["test"])
+
 
 def _without_input(answer: dict[str, Any]) -> dict[str, Any]:
     """An answer without its source (a file for predict, the instance's place in the body for serve)."""
@@ -270,53 +354,3 @@ def _without_input(answer: dict[str, Any]) -> dict[str, Any]:
 
 def _refuse(constant: str) -> None:
     raise AssertionError(f"an answer holds {constant}, which is not JSON (write null and non_finite: true)")
-
-
-    # -- transfer learning: pretrained weights (any task) and freezing (a task with a backbone()) ---------------
-    def _task_from(self, trained: dict[str, Any], output_dir: Path, *overrides: str) -> tuple[Any, Any]:
-        from converge.app.build import build_datamodule, build_task
-        from converge.app.transfer import prepare_transfer
-
-        cfg = compose([*self.overrides, *SMOKE, *overrides], output_dir=output_dir)
-        task = build_task(cfg, build_datamodule(cfg.data, cfg.seed).spec())
-        prepare_transfer(cfg, task)
-        return cfg, task
-
-    def test_initialises_from_a_trained_checkpoint_and_refuses_a_changed_head(self, trained: dict[str, Any],
-                                                                              tmp_path: Path) -> None:
-        from converge.errors import ConfigError
-
-        last = trained["run_dir"] / "checkpoints" / "last.ckpt"
-        source = torch.load(last, weights_only=True)
-        _, task = self._task_from(trained, tmp_path / "same", f"pretrained.source={last}", "pretrained.into=task")
-        assert all(torch.equal(task.state_dict()[key], value) for key, value in source["state_dict"].items())
-
-        inside = {id(p) for p in task.backbone().parameters()} if task.backbone() is not None else set()
-        head = next(name for name, p in task.named_parameters() if id(p) not in inside)
-        changed = dict(source["state_dict"], **{head: torch.zeros(*source["state_dict"][head].shape, 2)})
-        torch.save({**source, "state_dict": changed}, tmp_path / "other_head.ckpt")
-        with pytest.raises(ConfigError, match=head.replace(".", r"\.")):
-            self._task_from(trained, tmp_path / "strict", f"pretrained.source={tmp_path / 'other_head.ckpt'}",
-                            "pretrained.into=task")
-        _, task = self._task_from(trained, tmp_path / "loose", f"pretrained.source={tmp_path / 'other_head.ckpt'}",
-                                  "pretrained.into=task", "pretrained.strict=false")
-        kept = [key for key in changed if key != head]
-        assert all(torch.equal(task.state_dict()[key], changed[key]) for key in kept)
-        assert task.state_dict()[head].shape == source["state_dict"][head].shape
-
-    def test_frozen_backbone_and_its_batchnorm_statistics_do_not_change(self, trained: dict[str, Any],
-                                                                        tmp_path: Path) -> None:
-        from converge.app.train import train
-        from converge.training.pretrained import module_path
-
-        last = trained["run_dir"] / "checkpoints" / "last.ckpt"
-        cfg, task = self._task_from(trained, tmp_path / "frozen", f"pretrained.source={last}", "pretrained.into=task",
-                                    "finetune=frozen", "trainer.max_epochs=1")
-        if task.backbone() is None:
-            pytest.skip(f"{type(task).__name__} has no backbone()")
-        train(cfg)
-        prefix = module_path(task, task.backbone())
-        before = torch.load(last, weights_only=True)["state_dict"]
-        after = torch.load(tmp_path / "frozen" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-        moved = {key for key in before if not torch.equal(before[key], after[key])}
-        assert moved and not {key for key in moved if key.startswith(prefix)}, sorted(moved)  # buffers included

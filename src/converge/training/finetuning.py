@@ -4,14 +4,17 @@ Each strategy is a Lightning `BaseFinetuning` callback over the task's `backbone
 (bottom to top), and says the optimiser's parameter groups (`TaskModule.configure_optimizers` asks
 `parameter_groups`). `finetune=full`, the default, is no strategy at all: everything trains at `optim.lr`.
 
-    frozen    the backbone does not train: requires_grad off, not in the optimiser, its BatchNorm in eval mode
-    gradual   frozen until `unfreeze_at_epoch`, then the backbone (or its top `blocks`) trains at `lr_scale` x lr
+    frozen    the backbone does not train: requires_grad off, not in the optimiser, its BatchNorm in eval mode;
+              its outputs are cached (`cache_features`, see converge.training.feature_cache.FrozenFeatures)
+    gradual   frozen (and cached) until `unfreeze_at_epoch`, then the backbone (or its top `blocks`) trains at
+              `lr_scale` x lr
     llrd      layer-wise LR decay: block k from the top trains at decay^(k+1) x lr, the head at lr
     lora      low-rank adapters (peft) on the backbone's layers; only they and the head train; a rebuilt
               checkpoint is merged into plain weights, so eval and export see a model of the original size
 
-Frozen BatchNorm layers stay in eval mode, so their running statistics are the pretrained ones. Each epoch
-logs `finetune/trainable_params` and `finetune/frozen_params`; Lightning's model summary counts them too.
+Frozen BatchNorm layers stay in eval mode, so their running statistics are the pretrained ones; under `frozen`
+and `gradual` so does every frozen block of the backbone (fixed features: no dropout). Each epoch logs
+`finetune/trainable_params` and `finetune/frozen_params`; Lightning's model summary counts them too.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from converge.errors import ConfigError
+from converge.training.feature_cache import frozen_features_in
 
 LORA_KEY = "converge_lora"  # a checkpoint trained with adapters: their settings, to rebuild it
 
@@ -67,8 +71,8 @@ class FineTuning(BaseFinetuning):
     in eval mode; the trainable and frozen parameter counts are logged each epoch."""
 
     def prepare(self, task: nn.Module) -> Any:
-        """Change the task's structure (adapters), after its pretrained weights load and before its optimiser is
-        built. Nothing by default."""
+        """Prepare the task (add adapters, switch its feature cache), after its pretrained weights load and before
+        its optimiser is built. Nothing by default."""
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         hold_frozen_norms(pl_module)
@@ -88,11 +92,27 @@ class FineTuning(BaseFinetuning):
 
 
 class Frozen(FineTuning):
-    """Only the head trains: the backbone's parameters are frozen and left out of the optimiser."""
+    """Only the head trains: the backbone's parameters are frozen and left out of the optimiser.
+
+    Args:
+        cache_features: compute the frozen backbone's outputs once per input and keep them (the network's
+            `FrozenFeatures`); False: run it on every batch. The predictions are the same either way.
+    """
+
+    def __init__(self, cache_features: bool = True) -> None:
+        super().__init__()
+        self.cache_features = cache_features
+
+    def prepare(self, task: nn.Module) -> Any:
+        for features in frozen_features_in(task):
+            features.enabled = self.cache_features
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         self.freeze(_backbone(pl_module), train_bn=False)
-        hold_frozen_norms(pl_module)
+        hold_frozen_backbone(pl_module)
+
+    def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        hold_frozen_backbone(pl_module)
 
     def parameter_groups(self, task: nn.Module) -> list[dict[str, Any]]:
         return [{"params": _outside(task, _backbone(task)), "lr_scale": 1.0}]
@@ -106,16 +126,28 @@ def hold_frozen_norms(task: nn.Module) -> None:
             module.eval()
 
 
+def hold_frozen_backbone(task: nn.Module) -> None:
+    """Keep the frozen part of the backbone in eval mode (all of it, or each of its frozen blocks), and every frozen
+    BatchNorm: fixed features, whichever epoch the run started at. A run resumed after `gradual` unfroze the top
+    blocks then runs the frozen ones as the run that froze them at its start did (without dropout)."""
+    hold_frozen_norms(task)
+    for module in [_backbone(task), *task.backbone_blocks()]:
+        if not trainable(module.parameters()):
+            module.eval()
+
+
 class Gradual(Frozen):
     """The backbone is frozen until `unfreeze_at_epoch`, then its top `blocks` (all when None) train at
     `lr_scale` x the head's learning rate.
 
     Its parameters sit in their own optimiser group from the start (without gradients, the optimiser skips
-    them), so the LR schedule shapes that group like the others when it starts training.
+    them), so the LR schedule shapes that group like the others when it starts training, and a resumed run's
+    optimiser has the groups its checkpoint holds. `cache_features`: as for `Frozen`, until it unfreezes.
     """
 
-    def __init__(self, unfreeze_at_epoch: int = 1, blocks: int | None = None, lr_scale: float = 0.1) -> None:
-        super().__init__()
+    def __init__(self, unfreeze_at_epoch: int = 1, blocks: int | None = None, lr_scale: float = 0.1,
+                 cache_features: bool = True) -> None:
+        super().__init__(cache_features)
         self.unfreeze_at_epoch, self.blocks, self.lr_scale = unfreeze_at_epoch, blocks, lr_scale
 
     def _unfrozen(self, task: nn.Module) -> list[nn.Module]:
@@ -129,7 +161,7 @@ class Gradual(Frozen):
             self.make_trainable(self._unfrozen(pl_module))
             for module in self._unfrozen(pl_module):
                 module.train()
-        hold_frozen_norms(pl_module)
+        hold_frozen_backbone(pl_module)
 
     def parameter_groups(self, task: nn.Module) -> list[dict[str, Any]]:
         later = [parameter for module in self._unfrozen(task) for parameter in module.parameters()]

@@ -5,10 +5,11 @@ The encoder is transformers' `BertModel` built from the source's `config.json`, 
 It reads the ids of the model's own WordPiece vocabulary, so the data must be tokenized with it
 (`data.tokenizer.pretrained`, the same source).
 
-When every encoder weight is frozen (`finetune=frozen`, or a gradual strategy before it unfreezes), the
-encoder runs in eval mode (fixed features, no dropout: the head's own dropout regularises) and, with
-`cache_features`, once per distinct text: its pooled outputs are kept in a `FeatureCache`, so later epochs
-train the head alone. The exported model is the whole network, cache or not.
+The encoder runs through `converge.FrozenFeatures`: when every encoder weight is frozen (`finetune=frozen`, or
+a gradual strategy before it unfreezes), in eval mode (fixed features, no dropout: the head's own dropout
+regularises) and, with `finetune.cache_features`, once per distinct text (its ids without the padding): its
+pooled outputs are cached, named by the encoder's weights and config.json, so later epochs train the head
+alone. The exported model is the whole network, cache or not.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import torch
 from torch import nn
 
-from converge import ConfigError, FeatureCache, load_state, locate, read_weights, row_key
+from converge import ConfigError, FrozenFeatures, load_state, locate, read_weights, row_key
 from converge_text.tokenizer import PAD_ID
 
 IGNORED_KEYS = ("pooler.", "embeddings.position_ids")  # BERT's [CLS] pooler (mean pooling here); a fixed buffer
@@ -33,13 +35,11 @@ class PretrainedEncoderClassifier(nn.Module):
         num_classes: the head's outputs.
         source: `package:<distribution>` or a Hugging Face-format folder (config.json, model.safetensors).
         dropout: on the pooled features, before the head.
-        cache_features: keep a frozen encoder's outputs (see the module docstring).
     """
 
     reads_word_order = True
 
-    def __init__(self, num_ids: int, num_classes: int, source: str, dropout: float = 0.1,
-                 cache_features: bool = True) -> None:
+    def __init__(self, num_ids: int, num_classes: int, source: str, dropout: float = 0.1) -> None:
         super().__init__()
         self.encoder = load_bert(source)
         if self.encoder.config.vocab_size != num_ids:
@@ -47,38 +47,14 @@ class PretrainedEncoderClassifier(nn.Module):
                               f"has {num_ids}: tokenize with it, data.tokenizer.pretrained={source}")
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.encoder.config.hidden_size, num_classes)
-        self.cache_features = cache_features
-        self._cache: FeatureCache | None = None
-        self.register_load_state_dict_post_hook(forget_cache)  # loaded weights (a checkpoint's) open their own
+        self.cached = FrozenFeatures(describe=bert_config, key=unpadded_key)
 
     def blocks(self) -> list[nn.Module]:
         """The encoder's blocks, bottom to top: the embeddings, then each Transformer layer."""
         return [self.encoder.embeddings, *self.encoder.encoder.layer]
 
-    def frozen(self) -> bool:
-        return not any(parameter.requires_grad for parameter in self.encoder.parameters())
-
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(token_ids)))
-
-    def features(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """The pooled encoder outputs (batch, hidden): from the cache when the encoder is frozen."""
-        if not self.frozen():
-            self._cache = None  # weights change from here on: a later frozen phase hashes them anew
-            return self.pooled(token_ids)
-        # Fixed features, no dropout: what makes them cacheable. Set here, on each call, because Lightning
-        # restores each submodule's mode around validation by attribute, past any `train()` override.
-        self.encoder.eval()
-        if not self.cache_features or torch.jit.is_tracing() or torch.compiler.is_compiling():
-            with torch.no_grad():
-                return self.pooled(token_ids)
-        if self._cache is None:
-            self._cache = FeatureCache.for_module(self.encoder, self.encoder.config.to_json_string())
-        rows = token_ids.cpu().numpy()
-        keys = [row_key(row[row != PAD_ID]) for row in rows]
-        with torch.no_grad():
-            features = self._cache.lookup(keys, lambda missing: self.pooled(token_ids[missing]))
-        return features.to(token_ids.device)
+        return self.head(self.dropout(self.cached(self.encoder, token_ids, self.pooled)))
 
     def pooled(self, token_ids: torch.Tensor) -> torch.Tensor:
         """The mean of the encoder's last hidden states over the real tokens (padding masked out of attention too)."""
@@ -91,14 +67,15 @@ class PretrainedEncoderClassifier(nn.Module):
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)  # an empty text: zeros
 
-    def save_cache(self) -> None:
-        """Write the features computed so far (the task calls it at the end of each training epoch and test)."""
-        if self._cache is not None:
-            self._cache.save()
+
+def bert_config(encoder: nn.Module) -> str:
+    """What shapes the encoder's outputs besides its weights: its config.json, for the feature cache's name."""
+    return encoder.config.to_json_string()
 
 
-def forget_cache(net: PretrainedEncoderClassifier, incompatible_keys: object) -> None:
-    net._cache = None
+def unpadded_key(token_ids: np.ndarray) -> bytes:
+    """A text's cache key: its ids without the padding, which the pooling ignores (so any padded length)."""
+    return row_key(token_ids[token_ids != PAD_ID])
 
 
 def load_bert(source: str) -> nn.Module:

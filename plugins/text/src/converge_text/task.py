@@ -79,18 +79,6 @@ class TextClassifier(TaskModule):
         """The encoder's blocks, bottom to top (for layer-wise LR decay and unfreezing the top N)."""
         return self.net.blocks() if hasattr(self.net, "blocks") else []
 
-    def on_train_epoch_end(self) -> None:  # after the epoch's validation: its rows are saved too
-        super().on_train_epoch_end()
-        self._save_feature_cache()
-
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        self._save_feature_cache()
-
-    def _save_feature_cache(self) -> None:
-        if hasattr(self.net, "save_cache"):
-            self.net.save_cache()
-
     def serving_state(self) -> dict[str, Any]:
         """The data spec, plus the layout the exported model reads: bags of ids or padded rows."""
         return {**super().serving_state(), "token_layout": "bags" if self.serves_bags else "padded"}

@@ -1,5 +1,7 @@
 """Networks for small images. Each takes (in_channels, num_classes) from the data spec, and names its
-pretrained part (`backbone()`, in `blocks()` bottom to top) apart from its head, for transfer learning."""
+pretrained part (`backbone()`, in `blocks()` bottom to top) apart from its head, for transfer learning. Each
+runs its backbone through `converge.FrozenFeatures` (`cached`): frozen, its outputs are cached, keyed by the
+bytes of the image the backbone reads."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from converge import ConfigError, DataError, UnknownNameError
+from converge import ConfigError, DataError, FrozenFeatures, UnknownNameError
 
 
 class SmallCNN(nn.Module):
@@ -39,10 +41,11 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
                                   nn.Linear(channels, num_classes))
+        self.cached = FrozenFeatures()
         self.stages = len(widths)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.resize(images)))
+        return self.head(self.cached(self.features, self.resize(images)))
 
     def backbone(self) -> nn.Module:
         return self.features
@@ -61,9 +64,10 @@ class Classifier(nn.Module):
         super().__init__()
         self.adapter = nn.Identity() if in_channels == 3 else nn.Conv2d(in_channels, 3, kernel_size=1)
         self.body, self.head = body, head
+        self.cached = FrozenFeatures()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.adapter(images)))
+        return self.head(self.cached(self.body, self.adapter(images)))
 
     def backbone(self) -> nn.Module:
         return self.body

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from converge import TaskModule, log_confusion_matrix
+from converge import TaskModule, frozen_features_in, log_confusion_matrix
 from converge_vision.pictures import log_predicted_samples
 
 
@@ -21,6 +21,10 @@ class ImageClassifier(TaskModule):
     Normalisation is part of the model (buffers from the training split's
     statistics), so an exported model takes plain [0, 1] pixels and cannot be
     served with the wrong statistics.
+
+    A frozen backbone's outputs are cached (`converge.FrozenFeatures`) for every batch when the
+    training images are not augmented; with `data.train_transforms`, a training image is new each
+    epoch, so only validation and test batches are cached.
     """
 
     monitor = "val/acc"
@@ -40,6 +44,9 @@ class ImageClassifier(TaskModule):
     ) -> None:
         super().__init__(spec=spec, optim=optim, scheduler=scheduler, data=data)
         self.net = instantiate(dict(net), in_channels=spec["channels"], num_classes=spec["num_classes"])
+        augmented = bool((data or {}).get("train_transforms"))
+        for features in frozen_features_in(self.net):
+            features.cache_training = not augmented
         self.register_buffer("mean", torch.tensor(spec["mean"], dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(spec["std"], dtype=torch.float32).view(1, -1, 1, 1))
         self.label_smoothing = label_smoothing
