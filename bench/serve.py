@@ -1,4 +1,4 @@
-"""`converge serve` under load: a real load generator (aiohttp) against real servers on 127.0.0.1.
+"""`converge serve` under load: a real load generator (bench/loadgen.py) against real servers on 127.0.0.1.
 
     python bench/serve.py BUNDLE                     # every phase; a digits bundle for the issue's targets
     python bench/serve.py BUNDLE --phases saturation latency --seconds 5
@@ -6,8 +6,9 @@
 Phases (each starts its own server, the same stack, and stops it with SIGTERM):
 
 - saturation: closed loop, `--clients` clients (64) each posting one row per request as fast as answers come,
-  against the batching server (`--max-batch-size 64 --max-wait-ms 2`, or `--max-wait-ms`) and a server without batching
-  (`--max-batch-size 1`); and the in-process onnxruntime throughput at batch 64 (`converge bench`'s onnx row).
+  against the batching server (`--max-batch-size 64`, the server's default `--max-wait-ms` unless given) and a
+  server without batching (`--max-batch-size 1`); and the in-process onnxruntime throughput at batch 64
+  (`converge bench`'s onnx row).
   Targets: batching >= 5x no batching, and >= 50% of in-process.
 - latency: open loop, Poisson arrivals at half the saturation throughput; p50/p99 (target p99 <= 10 ms).
 - soak: open loop at 80% of saturation for `--soak-seconds` (60), 5% malformed requests; every answer checked
@@ -157,8 +158,8 @@ def _rss_kib(pid: int) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     bodies, expected = workload(args.bundle, args.bodies)
-    flags = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
-             "--threads", str(args.threads)]
+    flags = ["--max-batch-size", str(args.max_batch_size), "--threads", str(args.threads),
+             *(["--max-wait-ms", args.max_wait_ms] if args.max_wait_ms is not None else [])]
     results: dict[str, Any] = {"server_flags": " ".join(flags)}
     saturation = args.rate
     if "saturation" in args.phases or not saturation:
@@ -247,7 +248,7 @@ def main() -> None:
     parser.add_argument("--bodies", type=Path,
                         help="JSONL, one request body a line (default: the bundle's validation images, vision)")
     parser.add_argument("--max-batch-size", type=int, default=64, help="the batching server's --max-batch-size")
-    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="the batching server's --max-wait-ms")
+    parser.add_argument("--max-wait-ms", help="the batching server's --max-wait-ms (default: the server's)")
     parser.add_argument("--rate", type=float, default=None,
                         help="the saturation throughput, when the saturation phase is not run")
     parser.add_argument("--json", type=Path, help="also write the results here")

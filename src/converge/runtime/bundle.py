@@ -78,7 +78,8 @@ class Bundle:
             array = arrays.get(spec["name"])
             if array is None:
                 raise DataError(f"{source}: no model input '{spec['name']}'")
-            if array.dtype != spec["dtype"] or array.ndim != len(spec["shape"]):  # not str(dtype): 2.5 us, on every served request
+            # dtype == "float32", not str(dtype): 2.5 us saved on every served request
+            if array.dtype != spec["dtype"] or array.ndim != len(spec["shape"]):
                 raise DataError(f"{source}: input '{spec['name']}' is {array.dtype} with shape {list(array.shape)}, "
                                 f"the model takes {spec['dtype']} {spec['shape']}")
             for axis, (size, expected) in enumerate(zip(array.shape, spec["shape"], strict=True)):

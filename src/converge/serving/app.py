@@ -45,7 +45,7 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 @dataclass
 class Settings:
     max_batch_size: int = 64
-    max_wait_ms: float = 2.0
+    max_wait_ms: float | None = None  # None: the batcher's default for the model (see converge.serving.batcher)
     max_queue: int = 1024
     timeout_ms: float = 10_000.0
     log_requests: Path | None = None  # request logging: off unless a folder is given
@@ -91,7 +91,8 @@ class Server:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         for name, model in self.models.items():
-            batcher = Batcher(model.answer, self.settings.max_batch_size, self.settings.max_wait_ms / 1000,
+            wait = None if self.settings.max_wait_ms is None else self.settings.max_wait_ms / 1000
+            batcher = Batcher(model.answer, self.settings.max_batch_size, wait,
                               self.settings.max_queue, self.metrics.batch_rows.labels(model=name).observe,
                               batch_seconds=model.row_seconds * self.settings.max_batch_size)
             batcher.start()
