@@ -149,6 +149,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _steal_seconds() -> float:
+    """CPU seconds the hypervisor gave to other machines (/proc/stat): a run with steal measured a slower machine."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -253,7 +259,9 @@ def main() -> None:
                         help="the saturation throughput, when the saturation phase is not run")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    steal = _steal_seconds()
     results = run(args)
+    results["steal_seconds"] = _steal_seconds() - steal
     print(json.dumps(results, indent=1))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
