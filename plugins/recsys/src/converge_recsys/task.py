@@ -38,7 +38,7 @@ class Recommender(TaskModule):
             raise ConfigError(f"model {type(self).__name__} needs data with task={self.task_kind!r}, "
                               f"but the data config has task={spec.get('kind')!r} (set data.task)")
         super().__init__(spec=spec, optim=optim, scheduler=scheduler, data=data)
-        self.net = instantiate(dict(net), spec=dict(spec))
+        self.net = instantiate(dict(net), _partial_=True)(spec=spec)  # never the spec through OmegaConf (slow)
         self.l2 = float(l2)
         self.input_names = FEATURE_INPUTS if self.net.uses_features else PAIR_INPUTS
 
