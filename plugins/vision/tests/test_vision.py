@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from converge import DataError, UnknownNameError
-from converge.testing import PluginConformance, compose, run_cli
+from converge.testing import PluginConformance, cli, compose, run_cli
 from converge_vision.models import SmallCNN, resnet18_small, torchvision_classifier
 from converge_vision.sources import Digits, ImageFolder
 
@@ -151,7 +151,8 @@ def onnx_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "bundle"
 
 
-def test_predict_answers_bad_inputs_with_one_error_naming_the_file(onnx_bundle: Path, tmp_path: Path) -> None:
+def test_predict_answers_bad_inputs_with_one_error_naming_the_file(onnx_bundle: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     Image.fromarray(np.zeros((10, 10), np.uint8), mode="L").save(tmp_path / "big.png")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "colour.png")
     (tmp_path / "text.png").write_text("not an image")
@@ -159,12 +160,13 @@ def test_predict_answers_bad_inputs_with_one_error_naming_the_file(onnx_bundle: 
              "colour.png": "image mode RGB, the model takes L", "text.png": "cannot read this image",
              "missing.png": "no such file"}
     for name, message in cases.items():
-        done = run_cli(["predict", str(onnx_bundle), str(tmp_path / name)])
-        assert done.returncode == 2 and f"{tmp_path / name}: {message}" in done.stderr, done.stderr
-        assert "Traceback" not in done.stderr
+        code = cli(["predict", str(onnx_bundle), str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert code == 2 and f"{tmp_path / name}: {message}" in err and "Traceback" not in err, err
 
 
-def test_tampered_or_unknown_bundles_are_refused(onnx_bundle: Path, tmp_path: Path) -> None:
+def test_tampered_or_unknown_bundles_are_refused(onnx_bundle: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
     inputs = write_digits(tmp_path)
@@ -172,16 +174,16 @@ def test_tampered_or_unknown_bundles_are_refused(onnx_bundle: Path, tmp_path: Pa
     shutil.copytree(onnx_bundle, tampered)
     with open(tampered / "model.onnx", "ab") as model:
         model.write(b"\0")
-    done = run_cli(["predict", str(tampered), *inputs])
-    assert done.returncode == 2 and "model.onnx: sha256 does not match the manifest" in done.stderr
+    assert cli(["predict", str(tampered), *inputs]) == 2
+    assert "model.onnx: sha256 does not match the manifest" in capsys.readouterr().err
     future = tmp_path / "future"
     shutil.copytree(onnx_bundle, future)
     manifest = json.loads((future / "manifest.json").read_text())
     (future / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
-    done = run_cli(["predict", str(future), *inputs])
-    assert done.returncode == 2 and "bundle format version 99 is not supported" in done.stderr
-    done = run_cli(["predict", str(onnx_bundle), *inputs, "--format", "int8"])
-    assert done.returncode == 2 and "no 'int8' model in this bundle" in done.stderr
+    assert cli(["predict", str(future), *inputs]) == 2
+    assert "bundle format version 99 is not supported" in capsys.readouterr().err
+    assert cli(["predict", str(onnx_bundle), *inputs, "--format", "int8"]) == 2
+    assert "no 'int8' model in this bundle" in capsys.readouterr().err
 
 
 def test_predictions_match_the_labels_of_real_digits(onnx_bundle: Path, tmp_path: Path) -> None:
@@ -214,6 +216,6 @@ def test_bench_reports_latency_and_throughput_against_eager(onnx_bundle: Path) -
 
 
 @pytest.mark.parametrize("flag", ["--threads", "--batch-size", "--repeats"])
-def test_bench_refuses_a_count_below_one(onnx_bundle: Path, flag: str) -> None:
-    done = run_cli(["bench", str(onnx_bundle), flag, "0"])
-    assert done.returncode == 2 and f"{flag}: must be at least 1, got 0" in done.stderr
+def test_bench_refuses_a_count_below_one(onnx_bundle: Path, flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["bench", str(onnx_bundle), flag, "0"]) == 2
+    assert f"{flag}: must be at least 1, got 0" in capsys.readouterr().err

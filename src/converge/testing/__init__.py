@@ -17,7 +17,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from converge.testing.compose import compose, free_port, predict, run_cli  # noqa: F401 - listed in __all__
+from converge.testing.compose import cli, compose, free_port, predict, run_cli  # noqa: F401 - listed in __all__
 
 _LOCATIONS = {
     "PluginConformance": "converge.testing.conformance",
@@ -31,7 +31,7 @@ _LOCATIONS = {
     "same_answers": "converge.testing.answers",
 }
 
-__all__ = sorted(["compose", "free_port", "predict", "run_cli", *_LOCATIONS])
+__all__ = sorted(["cli", "compose", "free_port", "predict", "run_cli", *_LOCATIONS])
 
 
 def __getattr__(name: str) -> Any:
