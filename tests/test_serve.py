@@ -311,3 +311,13 @@ def test_the_batcher_coalesces_waiting_requests_into_one_call_in_order(batch_sec
     assert asyncio.run(burst()) == [["A"], ["B"], ["C"], ["D"]]
     in_loop = batch_seconds == 0.0
     assert calls == [(["a", "b", "c"], in_loop), (["d"], in_loop)]  # full at 3 rows, then the rest after max_wait
+
+
+def test_requests_of_a_costly_model_are_grouped_by_size_to_spare_padding() -> None:
+    from converge.runtime.processing import Request
+    from converge.serving.model import similar_sizes
+
+    requests = [Request(str(i), {"token_ids": np.zeros((1, length), np.int64)}) for i, length in
+                enumerate([2, 10, 3, 11])]
+    assert similar_sizes(requests) == [[0, 2], [1, 3]]  # padding 2 and 3 to 11 would triple their work
+    assert similar_sizes(requests, waste=10.0) == [[0, 2, 1, 3]]
