@@ -52,7 +52,7 @@ class Pending:
 
 class Batcher:
     """Args:
-        run: answers a list of requests in one model call (called in the worker thread).
+        run: answers a list of requests (called in the worker thread, or in the event loop for a cheap model).
         max_rows: rows per model call (a single larger request runs alone).
         max_wait: seconds the oldest waiting request may wait for others; None: 0 in a thread, `INLINE_WAIT`
             in the event loop (see above).
@@ -63,8 +63,8 @@ class Batcher:
     """
 
     def __init__(self, run: Callable[[list[Request]], list[Any]], max_rows: int, max_wait: float | None,
-                 max_queue: int,
-                 on_batch: Callable[[int], None] = lambda rows: None, batch_seconds: float = INLINE_BELOW) -> None:
+                 max_queue: int, on_batch: Callable[[int], None] = lambda rows: None,
+                 batch_seconds: float = INLINE_BELOW) -> None:
         self.run, self.max_rows, self.max_queue = run, max_rows, max_queue
         self.on_batch = on_batch
         self.inline = batch_seconds < INLINE_BELOW
