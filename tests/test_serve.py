@@ -321,3 +321,25 @@ def test_requests_of_a_costly_model_are_grouped_by_size_to_spare_padding() -> No
                 enumerate([2, 10, 3, 11])]
     assert similar_sizes(requests) == [[0, 2], [1, 3]]  # padding 2 and 3 to 11 would triple their work
     assert similar_sizes(requests, waste=10.0) == [[0, 2, 1, 3]]
+
+
+def test_a_costly_model_answers_in_order_whatever_its_groups(bundle: Path, digits: dict,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from converge.serving import model as served
+    from converge.testing import same_answers
+
+    model = served.ServedModel.load("digits", bundle)
+    requests = [model.preprocessor.from_json(instance)[0] for instance in digits["instances"][:5]]
+    whole = model.answer(requests)
+    monkeypatch.setattr(model, "row_seconds", 1.0)  # costly: grouped by size
+    monkeypatch.setattr(served, "similar_sizes", lambda requests: [[3, 0], [4, 1, 2]])
+    assert same_answers(model.answer(requests), whole)
+
+
+def test_the_batcher_waits_by_default_only_where_the_model_runs_in_the_event_loop() -> None:
+    from converge.serving.batcher import INLINE_WAIT, Batcher
+
+    async def waits(batch_seconds: float) -> float:
+        return Batcher(lambda requests: [], 8, None, 10, batch_seconds=batch_seconds).max_wait
+
+    assert asyncio.run(waits(0.0)) == INLINE_WAIT and asyncio.run(waits(1.0)) == 0.0
