@@ -50,9 +50,9 @@ class Client:
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         self.host, self.port = parts.hostname, parts.port
+        close = b"Connection: close\r\n" if self.fresh_connections else b""
         self._head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
-                      f"{'Connection: close' + chr(13) + chr(10) if self.fresh_connections else ''}"
-                      f"Content-Length: ").encode()
+                      .encode() + close + b"Content-Length: ")
         self._slots = asyncio.Semaphore(self.connections)
 
     async def post(self, body: bytes) -> Response:
