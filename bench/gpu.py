@@ -71,7 +71,8 @@ def run(hardware: str, precision: str, batch_size: int, root: Path, overrides: l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hardware", nargs="+", default=["gpu", "ddp"])
+    parser.add_argument("--hardware", type=lambda names: names.split(","), default=["gpu", "ddp"],
+                        help="comma-separated hardware configs, each run in turn (default: gpu,ddp)")
     parser.add_argument("--precision", default="bf16-mixed")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("overrides", nargs="*", help="more overrides (a dry run here: hardware=cpu data.max_docs=64)")
@@ -84,6 +85,7 @@ def main() -> None:
             results.append(run(hardware, args.precision, args.batch_size, Path(folder), args.overrides))
             print(json.dumps(results[-1]), flush=True)
     if os.environ.get("OUT"):
+        Path(os.environ["OUT"]).mkdir(parents=True, exist_ok=True)
         Path(os.environ["OUT"], "gpu.json").write_text(json.dumps(results, indent=1))
 
 
