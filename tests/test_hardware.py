@@ -25,7 +25,9 @@ def test_threads_from_config_and_by_default_the_allowed_cores_shared_by_cpu_rank
     assert use_threads(compose(["experiment=vision/digits", "hardware=ddp_cpu"])) == max(1, allowed // 2)
 
 
-def test_the_monitor_is_the_tasks_own_in_the_composed_config() -> None:
+def test_the_monitor_is_the_tasks_own_and_its_mode_follows_the_metric() -> None:
     config = compose(["data=vision/digits", "model=vision/cnn"])
     assert (config.monitor.metric, config.monitor.mode) == ("val/acc", "max")
-    assert compose(["data=vision/digits", "model=vision/cnn", "monitor.metric=val/loss"]).monitor.metric == "val/loss"
+    for metric, mode in [("val/loss", "min"), ("train/loss_epoch", "min"), ("val/f1", "max"), ("val/ndcg@10", "max"),
+                         ("val/rmse", "min")]:  # another metric brings its own direction, not the task's max
+        assert compose(["data=vision/digits", "model=vision/cnn", f"monitor.metric={metric}"]).monitor.mode == mode

@@ -44,6 +44,10 @@ def _run(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str]
     ([DIGITS, "scheduler=plateau", "scheduler.schedule.factor=2"], "scheduler.schedule.factor=2: "
      "torch.optim.lr_scheduler.ReduceLROnPlateau refused it: Factor should be < 1.0."),
     ([DIGITS, "data.source._target_=converge_vision.sources.Digitz"], "cannot import"),
+    (["data=vision/digits", "model=vision/cnn", "monitor.metric=val/foo"],  # a converge resolver's refusal
+     "monitor.metric=val/foo: converge cannot tell from its name whether higher is better"),
+    ([DIGITS, "monitor.metric=val/acc", "monitor.mode=min"],  # the task's metric: torchmetrics' higher_is_better
+     "monitor.metric=val/acc is better higher, but monitor.mode=min would keep its worst epoch"),
 ])
 def test_each_kind_of_mistake_is_one_message_naming_the_key(args, line, capsys, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -19,7 +19,15 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from converge.errors import ConfigError, ConvergeError, ReportError, UnknownNameError, report, run_reporting_errors
+from converge.errors import (
+    ConfigError,
+    ConvergeError,
+    ReportError,
+    UnknownNameError,
+    report,
+    run_reporting_errors,
+    wrapped_user_error,
+)
 
 USAGE = """\
 usage: converge COMMAND [ARGS]
@@ -153,8 +161,9 @@ def _run_validated(command: str, cfg: Any) -> Any:
 
     try:
         validate(cfg, command)
-    except ConvergeError:
-        discard_if_untrained(Path(HydraConfig.get().runtime.output_dir))
+    except Exception as error:
+        if wrapped_user_error(error) is not None:  # a ConvergeError, or one a resolver raised inside OmegaConf's
+            discard_if_untrained(Path(HydraConfig.get().runtime.output_dir))
         raise
     return resolve(_HYDRA_COMMANDS[command][0])(cfg)
 
@@ -196,6 +205,9 @@ def _composition_error(error: Exception, args: list[str]) -> ConfigError:
     parameters of what the node builds), and `+key=value` when the key is new but can be added."""
     from omegaconf.errors import OmegaConfBaseException
 
+    refusal = wrapped_user_error(error)  # a converge resolver's
+    if isinstance(refusal, ConfigError):
+        return refusal
     cause = error.__cause__
     if not isinstance(cause, OmegaConfBaseException) or cause.parent_node is None or not cause.full_key:
         return ConfigError(str(error).strip())

@@ -80,3 +80,21 @@ def run_reporting_errors(function: Callable[[], Any]) -> Any:
     except ConvergeError as error:
         sys.stderr.flush()
         raise SystemExit(report(error)) from None
+    except Exception as error:
+        cause = wrapped_user_error(error)
+        if cause is None:
+            raise
+        sys.stderr.flush()
+        raise SystemExit(report(cause)) from None
+
+
+def wrapped_user_error(error: BaseException) -> ConvergeError | None:
+    """The ConvergeError that `error` was raised in handling of, if any: a converge resolver's refusal reaches us
+    wrapped in OmegaConf's InterpolationResolutionError (which keeps it as the context, not always the cause)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ConvergeError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None

@@ -28,7 +28,7 @@ from converge.app.transfer import prepare_transfer
 from converge.data.module import DataModule
 from converge.diagnostics.convergence import fit_outcome
 from converge.diagnostics.report import write_report
-from converge.errors import TrainingDiverged
+from converge.errors import ConfigError, TrainingDiverged
 from converge.layout import HYDRA_DIR, write_text
 from converge.summary import KeptCheckpoint, RunSummary
 from converge.task import TaskModule
@@ -62,6 +62,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # initial weights; data order: from (seed, epoch)
     datamodule = build_datamodule(cfg.data, cfg.seed)
     task = build_task(cfg, datamodule.spec())
+    check_monitor(task, cfg.monitor.metric, cfg.monitor.mode)
     finetuning = prepare_transfer(cfg, task)  # pretrained weights (unless resuming), the finetune strategy
     loggers = build_loggers(cfg.get("logger"))
     callbacks = [*build_callbacks(cfg.get("callbacks"), with_loggers=bool(loggers)), EpochSeed(cfg.seed), *finetuning]
@@ -101,6 +102,23 @@ def run_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     if rank_zero_only.rank == 0 and recorded.is_file():
         write_text(recorded, OmegaConf.to_yaml(config))
     return config
+
+
+def check_monitor(task: TaskModule, metric: str, mode: str) -> None:
+    """Refuse a `monitor.mode` against the direction of the task's own metric (torchmetrics' `higher_is_better`;
+    a loss is lower-better): early stopping would stop at the best epoch and checkpoints keep the worst.
+
+    Raises:
+        ConfigError: the metric is the task's and `mode` points the other way.
+    """
+    directions = {f"{stage}/loss": False for stage in ("train", "val", "test")}
+    directions |= {name: found.higher_is_better for metrics in (task.val_metrics, task.test_metrics)
+                   for name, found in metrics.items()}
+    higher = directions.get(metric)
+    expected = {True: "max", False: "min", None: mode}[higher]
+    if mode != expected:
+        raise ConfigError(f"monitor.metric={metric} is better {'higher' if higher else 'lower'}, but "
+                          f"monitor.mode={mode} would keep its worst epoch: set monitor.mode={expected}")
 
 
 def _fit(cfg: DictConfig, trainer: pl.Trainer, task: TaskModule, datamodule: DataModule) -> None:
