@@ -113,12 +113,13 @@ def reference_of(bundle: Bundle) -> dict[str, Any]:
 def main(args: Sequence[str]) -> int:
     """`converge drift BUNDLE INPUT...`: the drift score of each statistic over a file of inputs, as JSON."""
     from converge.runtime.predict import (
-        answer_batch,
-        batches,
+        answer_groups,
         check_readable,
         parse_with_plugin_options,
         processor_classes,
         requests_of_every_input,
+        sorted_batches,
+        windows,
     )
 
     parser = argparse.ArgumentParser(prog="converge drift",
@@ -138,9 +139,9 @@ def main(args: Sequence[str]) -> int:
         monitor.observe(preprocessor.drift_statistics(feeds, outputs), len(outputs))
 
     requests = requests_of_every_input(preprocessor.requests(options.inputs), options.inputs)
-    for group in batches(requests, 256):
-        answer_batch(bundle, session, bundle.manifest["outputs"][0]["name"], preprocessor, postprocessor, group,
-                     observe)
+    for window in windows(requests, 256):
+        answer_groups(bundle, session, bundle.manifest["outputs"][0]["name"], preprocessor, postprocessor, window,
+                      sorted_batches(window, 256), observe)
     report = monitor.report()
     if not report["statistics"]:
         raise DataError("no drift statistics: this plugin's preprocessor declares none (drift_statistics)")

@@ -6,6 +6,10 @@ unreadable is refused before the plugin's preprocessor runs; no input at all, or
 the input (exit code 2). Every answer is one line of valid JSON: a number JSON cannot hold (NaN, infinity, from a
 model that overflowed) is written as null, and that answer gets `"non_finite": true`. With --output the answers
 go to a temporary file next to it, renamed into place at the end: a failure leaves no partial output.
+
+Inputs of different sizes (texts) are read a window ahead, and each window is answered in batches of similar
+sizes, sorted (what sentence-transformers does): a batch is padded to its longest row, so a short text batched
+with a long one costs as much as the long one. The answers are written in the inputs' order.
 """
 
 from __future__ import annotations
@@ -39,15 +43,51 @@ def processor_classes(bundle: Bundle) -> tuple[type[Preprocessor], type[Postproc
     return resolve(task.preprocessor), postprocessor
 
 
-def batches(requests: Iterator[Request], size: int) -> Iterator[list[Request]]:
-    batch: list[Request] = []
+# How far `converge predict` reads ahead to order its inputs by size: this many batches, unless their elements
+# pass WINDOW_ELEMENTS first (large images, all one size: a window is then one batch, as without ordering).
+WINDOW_BATCHES = 8
+WINDOW_ELEMENTS = 4_000_000
+
+
+def row_size(request: Request) -> int:
+    """The elements of one row of a request, over all its inputs: what padding a batch to its longest costs."""
+    return sum(array[0].size for array in request.inputs.values())
+
+
+def windows(requests: Iterator[Request], batch_size: int) -> Iterator[list[Request]]:
+    """The requests, `WINDOW_BATCHES` batches at a time (fewer, in whole batches, past `WINDOW_ELEMENTS`)."""
+    window: list[Request] = []
+    elements = 0
     for request in requests:
-        batch.append(request)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        window.append(request)
+        elements += request.rows * row_size(request)
+        if len(window) % batch_size == 0 and (len(window) == batch_size * WINDOW_BATCHES
+                                              or elements >= WINDOW_ELEMENTS):
+            yield window
+            window, elements = [], 0
+    if window:
+        yield window
+
+
+def sorted_batches(requests: Sequence[Request], batch_size: int) -> list[list[int]]:
+    """Positions of `requests` sorted by row size (stable: inputs of one size keep their order), `batch_size` a
+    batch."""
+    order = sorted(range(len(requests)), key=lambda position: row_size(requests[position]))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def answer_groups(bundle: Bundle, session: Any, output_name: str, preprocessor: Preprocessor,
+                  postprocessor: Postprocessor, requests: Sequence[Request], groups: Iterable[list[int]],
+                  observe: Callable[[dict[str, np.ndarray], np.ndarray], None] | None = None) -> list[dict[str, Any]]:
+    """The answers to `requests`, in their order, from one model call per group of their positions (see
+    `answer_batch`)."""
+    answers: list[dict[str, Any]] = [{}] * len(requests)
+    for group in groups:
+        batch = [requests[position] for position in group]
+        found = answer_batch(bundle, session, output_name, preprocessor, postprocessor, batch, observe)
+        for position, answer in zip(group, found, strict=True):
+            answers[position] = answer
+    return answers
 
 
 def check_readable(inputs: Sequence[str]) -> None:
@@ -117,8 +157,9 @@ def predict(bundle: Bundle, inputs: Sequence[str], options: argparse.Namespace, 
     session = bundle.session(options.format)
     output_name = bundle.manifest["outputs"][0]["name"]
     count = 0
-    for group in batches(requests_of_every_input(preprocessor.requests(inputs), inputs), options.batch_size):
-        for answer in answer_batch(bundle, session, output_name, preprocessor, postprocessor, group):
+    for window in windows(requests_of_every_input(preprocessor.requests(inputs), inputs), options.batch_size):
+        groups = sorted_batches(window, options.batch_size)
+        for answer in answer_groups(bundle, session, output_name, preprocessor, postprocessor, window, groups):
             sink.write(answer_line(answer) + "\n")
             count += 1
     return count

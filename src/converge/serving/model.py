@@ -17,7 +17,7 @@ from converge.errors import ConvergeError
 from converge.runtime.bench import feeds
 from converge.runtime.bundle import EXAMPLES, Bundle
 from converge.runtime.drift import DRIFT_FILE, Monitor, reference_of
-from converge.runtime.predict import answer_batch, processor_classes
+from converge.runtime.predict import answer_groups, processor_classes, row_size
 from converge.runtime.processing import Postprocessor, Preprocessor, Request
 
 # A model whose row costs more than COSTLY_ROW seconds (a transformer) is called once per group of requests of
@@ -79,14 +79,8 @@ class ServedModel:
         """The answers to requests (what `converge predict` answers), in order: from one onnxruntime call, or for
         a costly model one call per group of similar sizes (`similar_sizes`)."""
         groups = similar_sizes(requests) if self.row_seconds > COSTLY_ROW else [list(range(len(requests)))]
-        answers: list[dict[str, Any]] = [{}] * len(requests)
-        for group in groups:
-            batch = [requests[position] for position in group]
-            for position, answer in zip(group, answer_batch(self.bundle, self.session, self.output_name,
-                                                            self.preprocessor, self.postprocessor, batch,
-                                                            self._observe if self.drift else None), strict=True):
-                answers[position] = answer
-        return answers
+        return answer_groups(self.bundle, self.session, self.output_name, self.preprocessor, self.postprocessor,
+                             requests, groups, self._observe if self.drift else None)
 
     def _observe(self, batch: dict[str, np.ndarray], outputs: np.ndarray) -> None:
         assert self.drift is not None
@@ -103,7 +97,7 @@ class ServedModel:
 def similar_sizes(requests: list[Request], waste: float = PADDING_WASTE) -> list[list[int]]:
     """Positions of `requests` in groups of similar row sizes (a row's elements over all its inputs), smallest
     first: a group is cut where padding its rows to its largest would add more than `waste` to its elements."""
-    size = [sum(array[0].size for array in request.inputs.values()) for request in requests]
+    size = [row_size(request) for request in requests]
     groups: list[list[int]] = []
     group: list[int] = []
     rows = elements = 0
