@@ -119,7 +119,10 @@ class FrozenFeatures(nn.Module):
 
     - `enabled`, the fine-tuning strategy's switch (`finetune=frozen|gradual`, `finetune.cache_features`);
     - not tracing or compiling (an exported graph runs the backbone);
-    - the inputs need no gradient (a trainable module before the backbone must get its gradient);
+    - no input has needed a gradient: a trainable module before the backbone (which must get its gradient)
+      changes its outputs as it trains, so the backbone's inputs, evaluation batches' too, are new every epoch and
+      their rows would never be read again. From the first training batch whose inputs need one, nothing is
+      cached (logged once, saying why; what was cached before is dropped unsaved);
     - the batch is an evaluation batch (validation, test), or a training batch while `cache_training`: the inputs
       of training are the same every epoch. A plugin that augments its training inputs at random sets it to
       False: a cached feature of an augmented input is never stale (its key is the input's bytes) but never read
@@ -151,6 +154,7 @@ class FrozenFeatures(nn.Module):
         super().__init__()
         self.describe, self.key = describe, key
         self.enabled, self.cache_training = True, True
+        self.learned_inputs = False  # set by an input that needs a gradient: a module before the backbone trains
         self.cache: FeatureCache | None = None
         self._announced = False
         self.register_load_state_dict_post_hook(_forget)  # loaded weights (a checkpoint's) name a cache of their own
@@ -174,6 +178,7 @@ class FrozenFeatures(nn.Module):
         # Set on each call: Lightning restores each submodule's mode after validation by attribute.
         module.eval()
         if inputs.requires_grad:
+            self._refuse_learned_inputs(module)
             return compute(inputs)
         if not self._caches():
             with torch.no_grad():
@@ -197,7 +202,15 @@ class FrozenFeatures(nn.Module):
 
     def _caches(self) -> bool:
         exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
-        return self.enabled and (self.cache_training or not self.training) and not exporting
+        return self.enabled and not self.learned_inputs and (self.cache_training or not self.training) and not exporting
+
+    def _refuse_learned_inputs(self, module: nn.Module) -> None:
+        if not self.learned_inputs:
+            self.learned_inputs, self.cache = True, None
+            if self.enabled:
+                log.info("the frozen %s's outputs are not cached: its inputs need a gradient, so a module before it "
+                         "trains and they change every epoch (a cache would grow with rows never read again)",
+                         type(module).__name__)
 
     def _announce(self, module: nn.Module) -> None:
         if not self._announced:
