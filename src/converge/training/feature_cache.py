@@ -9,7 +9,9 @@ yet. Nothing stale can be read, so nothing is ever invalidated by hand.
 It is stored under the data cache (`$CONVERGE_DATA_DIR/features/<digest>.npz`), not in the run directory:
 its content depends on the weights and the inputs alone, never on the run, so every run that reads the same
 data through the same frozen weights (a rerun, the jobs of a sweep, cross-validation folds, other seeds)
-starts with it filled. The file is plain arrays (read without pickle), written atomically.
+starts with it filled. The file is plain arrays (read without pickle), written atomically; a save adds its
+rows to those already in the file, under a lock, so processes that share it (DDP ranks, each with its own
+shard; the jobs of a sweep) lose none.
 
 A network runs its pretrained part through `FrozenFeatures`, which decides when the cache applies (the rule is
 in its docstring); the task writes the rows each training and test epoch added (`frozen_features_in`).
@@ -17,6 +19,7 @@ in its docstring); the task writes the rows each training and test epoch added (
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -67,10 +70,7 @@ class FeatureCache:
     """
 
     def __init__(self, path: Path) -> None:
-        self.path, self.rows, self.added = path, {}, 0
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as stored:
-                self.rows = dict(zip(stored["keys"].tolist(), torch.from_numpy(stored["features"]), strict=True))
+        self.path, self.rows, self.added = path, _read(path), 0
 
     @classmethod
     def for_module(cls, module: nn.Module, *extra: str) -> FeatureCache:
@@ -95,17 +95,34 @@ class FeatureCache:
         return torch.stack([self.rows[key] for key in keys])
 
     def save(self) -> None:
-        """Write the rows if any were added since the last save (atomically: a reader sees all or nothing)."""
+        """Write the rows if any were added since the last save, with every row the file holds by then.
+
+        Processes that share the file (DDP ranks, each with its own shard; the jobs of a sweep) each add their
+        rows: the file is read, merged and replaced under an exclusive lock (`<file>.lock` next to it), so no
+        row another process saved meanwhile is lost; the rows read are kept in memory too. The file is replaced
+        atomically: a reader sees all of it or the previous one.
+        """
         if not self.added:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = np.array(list(self.rows), dtype="S16")
-        features = torch.stack(list(self.rows.values())).numpy()
-        temporary = self.path.with_name(f"{self.path.stem}.{os.getpid()}.partial")  # one per writer (DDP ranks)
-        with open(temporary, "wb") as file:
-            np.savez(file, keys=keys, features=features)
-        os.replace(temporary, self.path)
+        with open(self.path.with_name(f"{self.path.name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or its process dies
+            self.rows = {**_read(self.path), **self.rows}
+            keys = np.array(list(self.rows), dtype="S16")
+            features = torch.stack(list(self.rows.values())).numpy()
+            temporary = self.path.with_name(f"{self.path.stem}.{os.getpid()}.partial")
+            with open(temporary, "wb") as file:
+                np.savez(file, keys=keys, features=features)
+            os.replace(temporary, self.path)
         self.added = 0
+
+
+def _read(path: Path) -> dict[bytes, torch.Tensor]:
+    """The rows a cache file holds, by key (none when there is no file yet)."""
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as stored:
+        return dict(zip(stored["keys"].tolist(), torch.from_numpy(stored["features"]), strict=True))
 
 
 class FrozenFeatures(nn.Module):
