@@ -1,4 +1,4 @@
-"""The frozen-backbone feature cache: how processes that share one save their rows, and when a
+"""The frozen-backbone feature cache: where its files go, how processes that share one save their rows, and when a
 network's frozen backbone is cached at all."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from converge.training.feature_cache import FeatureCache, FrozenFeatures, row_key
+from converge.fetch import data_dir
+from converge.training.feature_cache import FEATURES_DIR_ENV, FeatureCache, FrozenFeatures, cache_path, row_key
 
 # One of two processes that share a file (DDP ranks, the jobs of a sweep), saving at the same time: 30 times it
 # opens the file, adds a row of its own and saves.
@@ -38,6 +39,20 @@ def _rows(cache: FeatureCache, *rows: int) -> torch.Tensor:
     """The features of one input row per number, which are that number (computed when not cached)."""
     return cache.lookup([row_key(np.array([row])) for row in rows],
                         lambda missing: torch.tensor([[float(rows[position])] * 4 for position in missing]))
+
+
+def test_the_features_go_under_the_data_cache_unless_their_folder_is_set(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    module = nn.Linear(2, 2)
+    monkeypatch.delenv(FEATURES_DIR_ENV, raising=False)
+    monkeypatch.setenv("CONVERGE_DATA_DIR", str(tmp_path / "data"))
+    assert cache_path(module).parent == tmp_path / "data" / "features"
+    monkeypatch.setenv(FEATURES_DIR_ENV, str(tmp_path / "features"))
+    assert cache_path(module).parent == tmp_path / "features"
+
+
+def test_tests_write_no_feature_into_the_users_data_cache() -> None:
+    assert not cache_path(nn.Linear(2, 2)).is_relative_to(data_dir()), "a test would write into the data cache"
 
 
 def test_caches_of_one_file_that_each_save_their_own_rows_keep_them_all(tmp_path: Path) -> None:

@@ -6,12 +6,12 @@ the module's weights and whatever else shapes its outputs (its config), and each
 new weights open another file; new data, or a new tokenizer (which gives other ids), are rows not seen
 yet. Nothing stale can be read, so nothing is ever invalidated by hand.
 
-It is stored under the data cache (`$CONVERGE_DATA_DIR/features/<digest>.npz`), not in the run directory:
-its content depends on the weights and the inputs alone, never on the run, so every run that reads the same
-data through the same frozen weights (a rerun, the jobs of a sweep, cross-validation folds, other seeds)
-starts with it filled. The file is plain arrays (read without pickle), written atomically; a save adds its
-rows to those already in the file, under a lock, so processes that share it (DDP ranks, each with its own
-shard; the jobs of a sweep) lose none.
+It is stored under the data cache (`$CONVERGE_DATA_DIR/features/<digest>.npz`, or `$CONVERGE_FEATURES_DIR`
+when set: tests point it at a temporary folder), not in the run directory: its content depends on the weights
+and the inputs alone, never on the run, so every run that reads the same data through the same frozen weights
+(a rerun, the jobs of a sweep, cross-validation folds, other seeds) starts with it filled. The file is plain
+arrays (read without pickle), written atomically; a save adds its rows to those already in the file, under a
+lock, so processes that share it (DDP ranks, each with its own shard; the jobs of a sweep) lose none.
 
 A network runs its pretrained part through `FrozenFeatures`, which decides when the cache applies (the rule is
 in its docstring); the task writes the rows each training and test epoch added (`frozen_features_in`).
@@ -34,6 +34,8 @@ from converge.fetch import data_dir
 
 log = logging.getLogger("converge")
 
+FEATURES_DIR_ENV = "CONVERGE_FEATURES_DIR"
+
 
 def weights_digest(module: nn.Module, *extra: str) -> str:
     """sha256 of a module's state (names, dtypes, shapes, values) and of `extra` strings (its config)."""
@@ -46,9 +48,16 @@ def weights_digest(module: nn.Module, *extra: str) -> str:
     return digest.hexdigest()
 
 
+def features_dir() -> Path:
+    """The folder of the feature caches: $CONVERGE_FEATURES_DIR, else `features` in the data cache
+    ($CONVERGE_DATA_DIR/features, by default ~/.cache/converge/data/features)."""
+    configured = os.environ.get(FEATURES_DIR_ENV)
+    return Path(configured) if configured else data_dir() / "features"
+
+
 def cache_path(module: nn.Module, *extra: str) -> Path:
-    """The file of a frozen module's cached outputs: `$CONVERGE_DATA_DIR/features/<weights_digest>.npz`."""
-    return data_dir() / "features" / f"{weights_digest(module, *extra)}.npz"
+    """The file of a frozen module's cached outputs: `<features_dir()>/<weights_digest>.npz`."""
+    return features_dir() / f"{weights_digest(module, *extra)}.npz"
 
 
 def row_key(row: np.ndarray) -> bytes:
