@@ -24,8 +24,9 @@ REVIEWS = [("a good film , not bad", "fresh"), ("the movie is bad", "rotten"), (
 
 @pytest.fixture
 def reviews(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """60 short labelled texts in a CSV (text/csv data), and a data cache of this test's own."""
+    """60 short labelled texts in a CSV (text/csv data), and a data cache and a features folder of this test's own."""
     monkeypatch.setenv("CONVERGE_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CONVERGE_FEATURES_DIR", str(tmp_path / "features"))
     path = tmp_path / "reviews.csv"
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -43,7 +44,7 @@ def train(reviews: Path, run_dir: Path, finetune: str = "frozen", *overrides: st
 
 
 def cache_files(reviews: Path) -> list[Path]:
-    return list((reviews.parent / "cache" / "features").glob("*.npz"))
+    return list((reviews.parent / "features").glob("*.npz"))
 
 
 def test_wordpiece_tokenizer_is_the_models_own_and_survives_its_spec() -> None:

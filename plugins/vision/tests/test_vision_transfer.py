@@ -77,3 +77,20 @@ def test_a_frozen_backbone_caches_evaluation_images_and_training_images_unless_a
             task.eval()(images)
             assert len(task.net.cached.cache.rows) == 4
     assert "for validation and test batches only (the training inputs are augmented" in caplog.text
+
+
+def test_grey_images_reach_a_frozen_torchvision_backbone_unchanged_so_its_cache_stops_growing() -> None:
+    """Two epochs of a frozen backbone under a head that trains: the backbone reads the same 3-channel images
+    each epoch (grey repeated into R, G and B, no weights), so the cache keeps each image once. A learned
+    adapter in front gave the validation images new bytes, and the file new rows, every epoch."""
+    net = torchvision_classifier("resnet18", 1, 10)
+    net.backbone().requires_grad_(False)
+    optimiser = torch.optim.SGD([parameter for parameter in net.parameters() if parameter.requires_grad], lr=0.5)
+    images, labels = torch.rand(4, 1, 8, 8), torch.arange(4)
+    for _ in range(2):  # an epoch: a training step, then validation
+        torch.nn.functional.cross_entropy(net.train()(images), labels).backward()
+        optimiser.step()
+        optimiser.zero_grad()
+        with torch.no_grad():
+            net.eval()(images)
+    assert len(net.cached.cache.rows) == 4

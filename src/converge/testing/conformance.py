@@ -15,7 +15,8 @@ served by a real `converge serve` on a free loopback port, and every JSON instan
 clients (so the server batches them) and all in one body, must get `converge predict`'s answer. Transfer
 learning: a task starts from a trained checkpoint's weights (a changed head is refused unless not strict); a
 task with a `backbone()` trains frozen without moving it (nor its BatchNorm statistics), and its frozen
-backbone's feature cache is written and changes no prediction.
+backbone's feature cache is written (into a folder of the test's own, never the user's data cache) and changes
+no prediction.
 """
 
 from __future__ import annotations
@@ -303,11 +304,12 @@ class PluginConformance:
     @pytest.fixture(scope="class")
     def frozen(self, trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         """Two `finetune=frozen` runs from the smoke run's weights, with the same seed: the backbone's feature cache
-        off, then on (the default). Two epochs, so the second reads the first's validation rows (and any training
-        row drawn again) from the cache. Skips a task without a backbone()."""
+        off, then on (the default), in a folder of the test's own (never the user's data cache). Two epochs, so the
+        second reads the first's validation rows (and any training row drawn again) from the cache. Skips a task
+        without a backbone()."""
         from converge.app.build import load_task
         from converge.app.train import train
-        from converge.training.feature_cache import frozen_features_in
+        from converge.training.feature_cache import FEATURES_DIR_ENV, frozen_features_in
         from converge.training.pretrained import module_path
 
         last = last_checkpoint(trained["run_dir"])
@@ -320,13 +322,16 @@ class PluginConformance:
         features = frozen_features_in(task)
         assert features, f"{type(task).__name__} runs its backbone outside converge.FrozenFeatures: nothing is cached"
         task.finetuning.freeze_before_training(task)  # the cache is named by the backbone as training freezes it
-        cache = features[0].path(task.backbone())
-        cache.unlink(missing_ok=True)  # named by this suite's own weights: an earlier session's file would hide a write
-        train(compose([*self.overrides, *SMOKE, *frozen, "finetune.cache_features=false"], output_dir=root / "plain"))
-        written_without_cache = cache.exists()
-        train(cfg)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(FEATURES_DIR_ENV, str(root / "features"))
+            cache = features[0].path(task.backbone())
+            train(compose([*self.overrides, *SMOKE, *frozen, "finetune.cache_features=false"],
+                          output_dir=root / "plain"))
+            written_without_cache = cache.exists()
+            train(cfg)
         return {"pretrained": last, "runs": {"plain": root / "plain", "cached": root / "cached"}, "cache": cache,
-                "written_without_cache": written_without_cache, "backbone": module_path(task, task.backbone())}
+                "root": root, "written_without_cache": written_without_cache,
+                "backbone": module_path(task, task.backbone())}
 
     def test_frozen_backbone_and_its_batchnorm_statistics_do_not_change(self, frozen: dict[str, Any]) -> None:
         before = torch.load(frozen["pretrained"], weights_only=True)["state_dict"]
@@ -339,6 +344,7 @@ class PluginConformance:
         from converge.training.feature_cache import FeatureCache
 
         assert not frozen["written_without_cache"], "finetune.cache_features=false wrote a feature cache"
+        assert frozen["cache"].is_relative_to(frozen["root"]), "the test wrote into the user's feature cache"
         assert frozen["cache"].is_file() and FeatureCache(frozen["cache"]).rows
         plain, cached = (torch.load(last_checkpoint(frozen["runs"][name]), weights_only=True)["state_dict"]
                          for name in ("plain", "cached"))

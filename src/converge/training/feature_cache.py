@@ -6,10 +6,12 @@ the module's weights and whatever else shapes its outputs (its config), and each
 new weights open another file; new data, or a new tokenizer (which gives other ids), are rows not seen
 yet. Nothing stale can be read, so nothing is ever invalidated by hand.
 
-It is stored under the data cache (`$CONVERGE_DATA_DIR/features/<digest>.npz`), not in the run directory:
-its content depends on the weights and the inputs alone, never on the run, so every run that reads the same
-data through the same frozen weights (a rerun, the jobs of a sweep, cross-validation folds, other seeds)
-starts with it filled. The file is plain arrays (read without pickle), written atomically.
+It is stored under the data cache (`$CONVERGE_DATA_DIR/features/<digest>.npz`, or `$CONVERGE_FEATURES_DIR`
+when set: tests point it at a temporary folder), not in the run directory: its content depends on the weights
+and the inputs alone, never on the run, so every run that reads the same data through the same frozen weights
+(a rerun, the jobs of a sweep, cross-validation folds, other seeds) starts with it filled. The file is plain
+arrays (read without pickle), written atomically; a save adds its rows to those already in the file, under a
+lock, so processes that share it (DDP ranks, each with its own shard; the jobs of a sweep) lose none.
 
 A network runs its pretrained part through `FrozenFeatures`, which decides when the cache applies (the rule is
 in its docstring); the task writes the rows each training and test epoch added (`frozen_features_in`).
@@ -17,6 +19,7 @@ in its docstring); the task writes the rows each training and test epoch added (
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -31,6 +34,8 @@ from converge.fetch import data_dir
 
 log = logging.getLogger("converge")
 
+FEATURES_DIR_ENV = "CONVERGE_FEATURES_DIR"
+
 
 def weights_digest(module: nn.Module, *extra: str) -> str:
     """sha256 of a module's state (names, dtypes, shapes, values) and of `extra` strings (its config)."""
@@ -43,9 +48,16 @@ def weights_digest(module: nn.Module, *extra: str) -> str:
     return digest.hexdigest()
 
 
+def features_dir() -> Path:
+    """The folder of the feature caches: $CONVERGE_FEATURES_DIR, else `features` in the data cache
+    ($CONVERGE_DATA_DIR/features, by default ~/.cache/converge/data/features)."""
+    configured = os.environ.get(FEATURES_DIR_ENV)
+    return Path(configured) if configured else data_dir() / "features"
+
+
 def cache_path(module: nn.Module, *extra: str) -> Path:
-    """The file of a frozen module's cached outputs: `$CONVERGE_DATA_DIR/features/<weights_digest>.npz`."""
-    return data_dir() / "features" / f"{weights_digest(module, *extra)}.npz"
+    """The file of a frozen module's cached outputs: `<features_dir()>/<weights_digest>.npz`."""
+    return features_dir() / f"{weights_digest(module, *extra)}.npz"
 
 
 def row_key(row: np.ndarray) -> bytes:
@@ -67,10 +79,7 @@ class FeatureCache:
     """
 
     def __init__(self, path: Path) -> None:
-        self.path, self.rows, self.added = path, {}, 0
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as stored:
-                self.rows = dict(zip(stored["keys"].tolist(), torch.from_numpy(stored["features"]), strict=True))
+        self.path, self.rows, self.added = path, _read(path), 0
 
     @classmethod
     def for_module(cls, module: nn.Module, *extra: str) -> FeatureCache:
@@ -95,17 +104,34 @@ class FeatureCache:
         return torch.stack([self.rows[key] for key in keys])
 
     def save(self) -> None:
-        """Write the rows if any were added since the last save (atomically: a reader sees all or nothing)."""
+        """Write the rows if any were added since the last save, with every row the file holds by then.
+
+        Processes that share the file (DDP ranks, each with its own shard; the jobs of a sweep) each add their
+        rows: the file is read, merged and replaced under an exclusive lock (`<file>.lock` next to it), so no
+        row another process saved meanwhile is lost; the rows read are kept in memory too. The file is replaced
+        atomically: a reader sees all of it or the previous one.
+        """
         if not self.added:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = np.array(list(self.rows), dtype="S16")
-        features = torch.stack(list(self.rows.values())).numpy()
-        temporary = self.path.with_name(f"{self.path.stem}.{os.getpid()}.partial")  # one per writer (DDP ranks)
-        with open(temporary, "wb") as file:
-            np.savez(file, keys=keys, features=features)
-        os.replace(temporary, self.path)
+        with open(self.path.with_name(f"{self.path.name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or its process dies
+            self.rows = {**_read(self.path), **self.rows}
+            keys = np.array(list(self.rows), dtype="S16")
+            features = torch.stack(list(self.rows.values())).numpy()
+            temporary = self.path.with_name(f"{self.path.stem}.{os.getpid()}.partial")
+            with open(temporary, "wb") as file:
+                np.savez(file, keys=keys, features=features)
+            os.replace(temporary, self.path)
         self.added = 0
+
+
+def _read(path: Path) -> dict[bytes, torch.Tensor]:
+    """The rows a cache file holds, by key (none when there is no file yet)."""
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as stored:
+        return dict(zip(stored["keys"].tolist(), torch.from_numpy(stored["features"]), strict=True))
 
 
 class FrozenFeatures(nn.Module):
@@ -119,7 +145,10 @@ class FrozenFeatures(nn.Module):
 
     - `enabled`, the fine-tuning strategy's switch (`finetune=frozen|gradual`, `finetune.cache_features`);
     - not tracing or compiling (an exported graph runs the backbone);
-    - the inputs need no gradient (a trainable module before the backbone must get its gradient);
+    - no input has needed a gradient: a trainable module before the backbone (which must get its gradient)
+      changes its outputs as it trains, so the backbone's inputs, evaluation batches' too, are new every epoch and
+      their rows would never be read again. From the first training batch whose inputs need one, nothing is
+      cached (logged once, saying why; what was cached before is dropped unsaved);
     - the batch is an evaluation batch (validation, test), or a training batch while `cache_training`: the inputs
       of training are the same every epoch. A plugin that augments its training inputs at random sets it to
       False: a cached feature of an augmented input is never stale (its key is the input's bytes) but never read
@@ -151,6 +180,7 @@ class FrozenFeatures(nn.Module):
         super().__init__()
         self.describe, self.key = describe, key
         self.enabled, self.cache_training = True, True
+        self.learned_inputs = False  # set by an input that needs a gradient: a module before the backbone trains
         self.cache: FeatureCache | None = None
         self._announced = False
         self.register_load_state_dict_post_hook(_forget)  # loaded weights (a checkpoint's) name a cache of their own
@@ -174,6 +204,7 @@ class FrozenFeatures(nn.Module):
         # Set on each call: Lightning restores each submodule's mode after validation by attribute.
         module.eval()
         if inputs.requires_grad:
+            self._refuse_learned_inputs(module)
             return compute(inputs)
         if not self._caches():
             with torch.no_grad():
@@ -197,7 +228,15 @@ class FrozenFeatures(nn.Module):
 
     def _caches(self) -> bool:
         exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
-        return self.enabled and (self.cache_training or not self.training) and not exporting
+        return self.enabled and not self.learned_inputs and (self.cache_training or not self.training) and not exporting
+
+    def _refuse_learned_inputs(self, module: nn.Module) -> None:
+        if not self.learned_inputs:
+            self.learned_inputs, self.cache = True, None
+            if self.enabled:
+                log.info("the frozen %s's outputs are not cached: its inputs need a gradient, so a module before it "
+                         "trains and they change every epoch (a cache would grow with rows never read again)",
+                         type(module).__name__)
 
     def _announce(self, module: nn.Module) -> None:
         if not self._announced:

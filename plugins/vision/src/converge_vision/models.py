@@ -56,13 +56,24 @@ class SmallCNN(nn.Module):
         return [self.features[start:start + size] for start in range(0, len(self.features), size)]
 
 
+class GreyToRGB(nn.Module):
+    """A grey image as an RGB one: its channel copied into R, G and B (torchvision's
+    `Grayscale(num_output_channels=3)`), what a network pretrained on RGB images reads. No weights: a frozen
+    backbone behind it reads the same image every epoch, so its cached features stay valid."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.expand(-1, 3, -1, -1)
+
+
 class Classifier(nn.Module):
-    """A torchvision network as `body` (its classifier layer taken out) and a new linear `head`, after a 1x1
-    `adapter` to 3 channels when the images are not RGB."""
+    """A torchvision network as `body` (its classifier layer taken out) and a new linear `head`, after an
+    `adapter` to 3 channels when the images are not RGB: grey images are repeated into R, G and B
+    (`GreyToRGB`); other channel counts go through a learned 1x1 convolution, which trains with the head, so a
+    frozen body's features are then not cached (`FrozenFeatures` says so in the log)."""
 
     def __init__(self, body: nn.Module, head: nn.Linear, in_channels: int) -> None:
         super().__init__()
-        self.adapter = nn.Identity() if in_channels == 3 else nn.Conv2d(in_channels, 3, kernel_size=1)
+        self.adapter = _adapter(in_channels)
         self.body, self.head = body, head
         self.cached = FrozenFeatures()
 
@@ -71,6 +82,12 @@ class Classifier(nn.Module):
 
     def backbone(self) -> nn.Module:
         return self.body
+
+
+def _adapter(in_channels: int) -> nn.Module:
+    if in_channels == 3:
+        return nn.Identity()
+    return GreyToRGB() if in_channels == 1 else nn.Conv2d(in_channels, 3, kernel_size=1)
 
 
 def resnet18_small(in_channels: int, num_classes: int) -> nn.Module:
@@ -89,8 +106,9 @@ def torchvision_classifier(name: str, in_channels: int, num_classes: int, weight
     (`DEFAULT`, `IMAGENET1K_V1`, ...) with a new head for `num_classes`.
 
     Pretrained weights come from torch hub's checkpoints folder, downloaded there when missing (never with
-    CONVERGE_OFFLINE=1), and load as a weights-only state dict. A grey input goes through a 1x1 adapter
-    that starts, with pretrained weights, as a copy of the grey channel into R, G and B.
+    CONVERGE_OFFLINE=1), and load as a weights-only state dict. Grey images are copied into R, G and B
+    (`GreyToRGB`); other channel counts go through a learned 1x1 adapter that starts, with pretrained weights,
+    as their mean in each of R, G and B.
     """
     from torchvision.models import get_model, list_models
 
@@ -103,7 +121,7 @@ def torchvision_classifier(name: str, in_channels: int, num_classes: int, weight
     model = get_model(name, weights=None, num_classes=len(chosen.meta["categories"]), **kwargs)
     model.load_state_dict(torch.load(_hub_file(name, chosen), map_location="cpu", weights_only=True))
     net = _split(model, num_classes, in_channels)
-    if in_channels != 3:
+    if isinstance(net.adapter, nn.Conv2d):
         nn.init.constant_(net.adapter.weight, 1.0 / in_channels)
         nn.init.zeros_(net.adapter.bias)
     return net
