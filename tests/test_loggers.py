@@ -122,3 +122,13 @@ def test_a_run_failing_after_its_loggers_started_leaves_no_run_directory(tmp_pat
     output = done.stdout + done.stderr
     assert "injected failure" in output and "offline-run-" in output, "it failed in fit, with both loggers writing"
     assert not any((tmp_path / "outputs" / "loggers" / "runs").iterdir())
+
+
+def test_a_failed_run_in_this_process_finishes_its_wandb_run(tmp_path: Path) -> None:
+    import wandb
+
+    fail = ["+callbacks.fail._target_=converge.testing.faults.FailAt", "+callbacks.fail.epoch=0",
+            "+callbacks.fail.batch=0"]
+    with pytest.raises(Exception, match="injected failure"):
+        train_digits(["logger=wandb", *fail], tmp_path / "failed")
+    assert wandb.run is None, "finished as failed: the next job of a sweep in this process starts its own run"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import lightning.pytorch as pl
@@ -38,6 +39,14 @@ def log_hparams(trainer: pl.Trainer, cfg: DictConfig, summary: RunSummary) -> No
         logger.finalize("success")
         if isinstance(logger, WandbLogger):
             logger.experiment.finish()  # Lightning leaves it open: the next job of a sweep would log into this run
+
+
+def finish_failed_wandb_run() -> None:
+    """After a failed run: its wandb run, if one started, finished with exit code 1 (marked failed). Lightning
+    leaves it open, and the next job of a sweep in this process would log into it."""
+    wandb = sys.modules.get("wandb")  # never imported for that: no wandb logger, no run
+    if wandb is not None and wandb.run is not None:
+        wandb.run.finish(exit_code=1)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

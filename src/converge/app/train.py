@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from converge.app.build import build_callbacks, build_datamodule, build_task, build_trainer, instantiate_config, plain
-from converge.app.loggers import build_loggers, log_hparams
+from converge.app.loggers import build_loggers, finish_failed_wandb_run, log_hparams
 from converge.app.logs import configure_console
 from converge.app.run_dir import discard_if_untrained
 from converge.app.sweeps import finished_sweep_job, interrupted_sweep_job
@@ -46,6 +46,7 @@ def train(cfg: DictConfig) -> float | None:
     try:
         return _train(cfg, run_dir)
     except BaseException:
+        finish_failed_wandb_run()
         if rank_zero_only.rank == 0 and discard_if_untrained(run_dir):
             log.info("removed %s: the run failed before writing any checkpoint", run_dir)
         raise
