@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
 from converge.app.build import build_datamodule, build_trainer, load_task
-from converge.app.loggers import build_loggers
+from converge.app.loggers import build_loggers, finish_failed_wandb_run
 from converge.app.logs import configure_console
 from converge.app.run_dir import discard_if_untrained
 from converge.errors import ConfigError
@@ -24,6 +24,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     try:
         return _evaluate(cfg, run_dir)
     except BaseException:
+        finish_failed_wandb_run()
         if pl.utilities.rank_zero_only.rank == 0:
             discard_if_untrained(run_dir)
         raise
