@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from converge import ConfigError
 from converge.data.module import DataModule
 from converge.data.sampling import EpochSampler, SeededDataset, ShardSampler
 
@@ -78,3 +79,41 @@ def test_the_loader_passes_a_dataset_made_batch_through_in_the_samplers_order() 
     assert keys == list(EpochSampler(data, seed=5)) and data.calls == len(batches) == 3
     indices = [int(i) for batch in module.loader(_Noisy(), train=False) for i in batch[:, 0].floor()]
     assert indices == list(range(10)), "plain samples are still collated, evaluation reads each once in order"
+
+
+class _Texts(torch.utils.data.Dataset):
+    """Texts of 1 to 60 tokens, in no order: what `group_by_length` batches by."""
+
+    def __init__(self, count: int) -> None:
+        self.lengths = [int(n) for n in torch.randint(1, 61, (count,), generator=torch.Generator().manual_seed(0))]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def test_length_grouped_batches_pad_little_stay_shuffled_and_repeat_by_seed_and_epoch() -> None:
+    data, size = _Texts(1000), 16
+    grouped = EpochSampler(data, seed=1, epoch=2, lengths=data.lengths, batch_size=size)
+    order = list(grouped)
+    assert sorted(order) == list(range(1000)) and order == list(EpochSampler(data, 1, 2, data.lengths, size))
+    assert order != list(EpochSampler(data, 1, 3, data.lengths, size))
+
+    def padded(indices: list[int]) -> int:  # the tokens of the batches the DataLoader cuts, each padded to its longest
+        batches = [indices[start:start + size] for start in range(0, len(indices), size)]
+        return sum(len(batch) * max(data.lengths[i] for i in batch) for batch in batches)
+
+    shuffled = list(EpochSampler(data, seed=1, epoch=2))
+    assert padded(order) < 0.6 * padded(shuffled)  # ~1.04x the real tokens, against ~1.9x
+    firsts = [order[start] for start in range(0, 992, size)]  # the full batches come in no length order
+    assert sorted(firsts, key=data.lengths.__getitem__) != firsts
+    assert len(order[992:]) == 1000 % size and len(set(order[992:]) & set(order[:992])) == 0  # the short one last
+
+
+def test_group_by_length_needs_samples_with_lengths() -> None:
+    with pytest.raises(ConfigError, match="data.group_by_length=true: _Noisy's samples have no lengths"):
+        _Module(batch_size=4, group_by_length=True).loader(_Noisy(), train=True)
+    module = _Module(batch_size=4, group_by_length=True)
+    assert len(list(module.loader(_Texts(10), train=True))) == 3

@@ -96,8 +96,9 @@ def test_a_gradual_run_resumed_after_its_unfreeze_epoch_goes_on_as_if_never_stop
                                                                                      tmp_path: Path) -> None:
     """Stopped in epoch 2, after the top layer unfroze in epoch 1, and resumed from last.ckpt: the top layer
     trains again, in the optimiser groups of the checkpoint, at the schedule's LRs, and the layers still frozen
-    run without dropout as before the stop: the weights of a run never stopped."""
-    gradual = ["finetune.unfreeze_at_epoch=1", "finetune.blocks=1", "test_after_fit=false"]
+    run without dropout as before the stop: the weights of a run never stopped. Its batches are grouped by length
+    (`data.group_by_length`, as the fine-tuning recipe's), drawn from (seed, epoch) too."""
+    gradual = ["finetune.unfreeze_at_epoch=1", "finetune.blocks=1", "test_after_fit=false", "data.group_by_length=true"]
     stop = ["+callbacks.stop._target_=converge.testing.faults.FailAt", "+callbacks.stop.epoch=2",
             "+callbacks.stop.batch=0"]
     train(reviews, tmp_path / "unbroken", "gradual", *gradual)

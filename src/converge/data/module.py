@@ -9,7 +9,7 @@ module computes it from the training split alone and identically on every rank.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -18,6 +18,7 @@ from pydantic import NonNegativeInt, PositiveInt  # ranges `converge train` chec
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from converge.data.sampling import EpochSampler, ShardSampler
+from converge.errors import ConfigError
 
 
 class DataModule(pl.LightningDataModule, ABC):
@@ -29,17 +30,21 @@ class DataModule(pl.LightningDataModule, ABC):
         eval_batch_size: validation and test batch size (default: `batch_size`).
         num_workers: DataLoader worker processes.
         pin_memory: DataLoader's `pin_memory`.
+        group_by_length: training batches of samples of similar lengths, for a training set whose samples have
+            them (a `lengths` attribute: a text's tokens): a batch padded to its longest then costs less. Shuffled
+            still, by seed and epoch (`EpochSampler`).
     """
 
     sampling_seed: int = 0  # the run's `seed`, set by converge when it builds the data module: see `loader`
 
     def __init__(self, batch_size: PositiveInt = 64, eval_batch_size: PositiveInt | None = None,
-                 num_workers: NonNegativeInt = 0, pin_memory: bool = False) -> None:
+                 num_workers: NonNegativeInt = 0, pin_memory: bool = False, group_by_length: bool = False) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.group_by_length = group_by_length
 
     @abstractmethod
     def spec(self) -> dict[str, Any]:
@@ -86,7 +91,8 @@ class DataModule(pl.LightningDataModule, ABC):
         """
         trainer = getattr(self, "trainer", None)
         batch_size = self.batch_size if train else self.eval_batch_size
-        sampler = (EpochSampler(dataset, self.sampling_seed, trainer.current_epoch if trainer else 0) if train
+        sampler = (EpochSampler(dataset, self.sampling_seed, trainer.current_epoch if trainer else 0,
+                                self._lengths(dataset), batch_size) if train
                    else ShardSampler(dataset, batch_size))
         return DataLoader(
             dataset,
@@ -99,6 +105,15 @@ class DataModule(pl.LightningDataModule, ABC):
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
         )
+
+    def _lengths(self, dataset: Dataset) -> Sequence[int] | None:
+        """The training samples' lengths when batches group them (`group_by_length`), else None."""
+        if not self.group_by_length:
+            return None
+        if not hasattr(dataset, "lengths"):
+            raise ConfigError(f"data.group_by_length=true: {type(dataset).__name__}'s samples have no lengths to "
+                              "group by (a `lengths` attribute); set data.group_by_length=false")
+        return dataset.lengths
 
 
 def collate_unless_batched(data: Any) -> Any:

@@ -14,7 +14,7 @@ validation metrics count every sample once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,11 @@ class SeededDataset(Dataset, ABC):
             return self.sample(index)
 
 
+# Length-grouped batches (`EpochSampler(lengths=...)`) are cut from runs of this many batches of the shuffled
+# order, sorted by length: transformers' LengthGroupedSampler's 50, random enough and padding little.
+GROUP_BATCHES = 50
+
+
 class EpochSampler(DistributedSampler):
     """Shuffles by (seed, epoch); yields `(index, sample seed)` for a `SeededDataset`, plain indices otherwise.
 
@@ -54,19 +59,40 @@ class EpochSampler(DistributedSampler):
     like the sampler Lightning would put in its place) and calls `set_epoch` every epoch.
     `epoch` is where a resumed run starts: Lightning creates the first iterator before it
     sets the epoch.
+
+    Given the samples' `lengths` and the `batch_size`, each batch holds samples of similar lengths (a batch is
+    padded to its longest): each run of `GROUP_BATCHES` batches of the shuffled order is sorted by length and cut
+    into batches, and the full batches are shuffled (by seed and epoch; a short last batch stays last, so the
+    DataLoader's batches are these).
     """
 
-    def __init__(self, dataset: Dataset, seed: int, epoch: int = 0) -> None:
+    def __init__(self, dataset: Dataset, seed: int, epoch: int = 0, lengths: Sequence[int] | None = None,
+                 batch_size: int = 1) -> None:
         super().__init__(dataset, *world_and_rank(), shuffle=True, seed=seed)
         self.seeded = isinstance(dataset, SeededDataset)
+        self.lengths, self.batch_size = lengths, batch_size
         self.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[Any]:
         indices = list(super().__iter__())
+        if self.lengths is not None:
+            indices = self._grouped_by_length(indices)
         if not self.seeded:
             return iter(indices)
         seeds = np.random.default_rng([self.seed, self.epoch]).integers(0, 2**63 - 1, size=len(self.dataset))
         return zip(indices, seeds[indices].tolist(), strict=True)  # one conversion, not a numpy scalar per sample
+
+
+    def _grouped_by_length(self, indices: list[int]) -> list[int]:
+        assert self.lengths is not None
+        size, group = self.batch_size, self.batch_size * GROUP_BATCHES
+        batches = []
+        for start in range(0, len(indices), group):
+            run = sorted(indices[start:start + group], key=self.lengths.__getitem__, reverse=True)
+            batches += [run[first:first + size] for first in range(0, len(run), size)]
+        last = [batches.pop()] if batches and len(batches[-1]) < size else []
+        order = np.random.default_rng([self.seed, self.epoch, 1]).permutation(len(batches))
+        return [index for batch in [*(batches[i] for i in order), *last] for index in batch]
 
 
 class ShardSampler(DistributedSampler):

@@ -29,6 +29,7 @@ class EncodedTexts(Dataset):
 
     def __init__(self, ids: list[np.ndarray], labels: np.ndarray) -> None:
         self.ids, self.labels = ids, labels
+        self.lengths = [len(row) for row in ids]  # tokens: what `data.group_by_length` groups training batches by
 
     def __len__(self) -> int:
         return len(self.ids)
