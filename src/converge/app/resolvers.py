@@ -19,8 +19,9 @@ from converge.app.run_dir import register_run_directory
 from converge.errors import ConfigError
 from converge.plugin import resolve
 
-# Metric names whose direction is known, by their last word without digits (val/ndcg10 -> ndcg). The metrics a
-# task builds are checked again once it is built, against torchmetrics' own `higher_is_better`.
+# The words that tell a metric's direction, found in the last part of its name, as they are or without a trailing
+# k (train/loss_epoch -> loss, val/ndcg10 -> ndcg, val/f1). The metrics a task builds are checked again once it is
+# built, against torchmetrics' own `higher_is_better`.
 LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae", "mape", "error", "nll", "perplexity", "ppl", "ece", "brier"}
 HIGHER_IS_BETTER = {"acc", "accuracy", "f1", "auc", "auroc", "ap", "precision", "recall", "ndcg", "hr", "hit", "mrr",
                     "map", "r2", "iou", "dice", "kappa", "mcc", "bleu", "rouge"}

@@ -82,7 +82,6 @@ class EpochSampler(DistributedSampler):
         seeds = np.random.default_rng([self.seed, self.epoch]).integers(0, 2**63 - 1, size=len(self.dataset))
         return zip(indices, seeds[indices].tolist(), strict=True)  # one conversion, not a numpy scalar per sample
 
-
     def _grouped_by_length(self, indices: list[int]) -> list[int]:
         assert self.lengths is not None
         size, group = self.batch_size, self.batch_size * GROUP_BATCHES
