@@ -77,15 +77,12 @@ def run_reporting_errors(function: Callable[[], Any]) -> Any:
     and sweepers call this, so that it never wraps the error in a traceback of its own)."""
     try:
         return function()
-    except ConvergeError as error:
-        sys.stderr.flush()
-        raise SystemExit(report(error)) from None
     except Exception as error:
-        cause = wrapped_user_error(error)
-        if cause is None:
+        user_error = wrapped_user_error(error)  # itself, or one a converge resolver raised inside OmegaConf's
+        if user_error is None:
             raise
         sys.stderr.flush()
-        raise SystemExit(report(cause)) from None
+        raise SystemExit(report(user_error)) from None
 
 
 def wrapped_user_error(error: BaseException) -> ConvergeError | None:

@@ -113,13 +113,11 @@ def reference_of(bundle: Bundle) -> dict[str, Any]:
 def main(args: Sequence[str]) -> int:
     """`converge drift BUNDLE INPUT...`: the drift score of each statistic over a file of inputs, as JSON."""
     from converge.runtime.predict import (
-        answer_groups,
+        answers_in_order,
         check_readable,
         parse_with_plugin_options,
         processor_classes,
         requests_of_every_input,
-        sorted_batches,
-        windows,
     )
 
     parser = argparse.ArgumentParser(prog="converge drift",
@@ -139,9 +137,9 @@ def main(args: Sequence[str]) -> int:
         monitor.observe(preprocessor.drift_statistics(feeds, outputs), len(outputs))
 
     requests = requests_of_every_input(preprocessor.requests(options.inputs), options.inputs)
-    for window in windows(requests, 256):
-        answer_groups(bundle, session, bundle.manifest["outputs"][0]["name"], preprocessor, postprocessor, window,
-                      sorted_batches(window, 256), observe)
+    for _ in answers_in_order(bundle, session, bundle.manifest["outputs"][0]["name"], preprocessor, postprocessor,
+                              requests, 256, observe):
+        pass  # the answers are not needed: `observe` sees each batch
     report = monitor.report()
     if not report["statistics"]:
         raise DataError("no drift statistics: this plugin's preprocessor declares none (drift_statistics)")

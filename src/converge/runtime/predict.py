@@ -90,6 +90,17 @@ def answer_groups(bundle: Bundle, session: Any, output_name: str, preprocessor: 
     return answers
 
 
+def answers_in_order(bundle: Bundle, session: Any, output_name: str, preprocessor: Preprocessor,
+                     postprocessor: Postprocessor, requests: Iterator[Request], batch_size: int,
+                     observe: Callable[[dict[str, np.ndarray], np.ndarray], None] | None = None
+                     ) -> Iterator[dict[str, Any]]:
+    """Every request's answer, in the requests' order: a window read ahead (`windows`), answered in batches of
+    similar sizes (`sorted_batches`)."""
+    for window in windows(requests, batch_size):
+        yield from answer_groups(bundle, session, output_name, preprocessor, postprocessor, window,
+                                 sorted_batches(window, batch_size), observe)
+
+
 def check_readable(inputs: Sequence[str]) -> None:
     """Every input is a file this process can read (a plugin's reader would fail on it, as a traceback)."""
     for path in inputs:
@@ -157,11 +168,11 @@ def predict(bundle: Bundle, inputs: Sequence[str], options: argparse.Namespace, 
     session = bundle.session(options.format)
     output_name = bundle.manifest["outputs"][0]["name"]
     count = 0
-    for window in windows(requests_of_every_input(preprocessor.requests(inputs), inputs), options.batch_size):
-        groups = sorted_batches(window, options.batch_size)
-        for answer in answer_groups(bundle, session, output_name, preprocessor, postprocessor, window, groups):
-            sink.write(answer_line(answer) + "\n")
-            count += 1
+    requests = requests_of_every_input(preprocessor.requests(inputs), inputs)
+    for answer in answers_in_order(bundle, session, output_name, preprocessor, postprocessor, requests,
+                                   options.batch_size):
+        sink.write(answer_line(answer) + "\n")
+        count += 1
     return count
 
 
