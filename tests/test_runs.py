@@ -125,12 +125,21 @@ def test_checkpoint_errors_are_clear_and_leave_nothing(run: dict, tmp_path: Path
     for path, message in cases.items():  # what train, eval and export read every checkpoint through
         with pytest.raises(CheckpointError, match=message):
             read_checkpoint(resolve_checkpoint(str(path), tmp_path / "outputs", "any"))
-    # ... and what a user sees of it: one line, exit code 2, no run directory (a process each: the CLI's path)
-    for command, path in ((["train", *run["overrides"], *SMOKE], corrupt), (["eval"], unsafe)):
+    # a readable checkpoint whose weights another version of the plugin wrote: every differing key named
+    other = tmp_path / "other_version.ckpt"
+    checkpoint = torch.load(run["dir"] / "checkpoints" / "last.ckpt", weights_only=True)
+    renamed = next(iter(checkpoint["state_dict"]))
+    checkpoint["state_dict"][f"{renamed}_v2"] = checkpoint["state_dict"].pop(renamed)
+    torch.save(checkpoint, other)
+    cases[other] = f"missing        {renamed}"
+    # ... and what a user sees of it: one message, exit code 2, no run directory (a process each: the CLI's path)
+    train = ["train", *run["overrides"], *SMOKE]
+    for command, path in ((train, corrupt), (["eval"], unsafe), (train, other), (["eval"], other)):
         done = run_cli([*command, f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'run'}"], env=run["env"])
         assert done.returncode == 2, (command, done.stderr[-2000:])
         assert cases[path] in done.stderr and "Traceback" not in done.stderr
         assert not (tmp_path / "run").exists()
+    assert f"unexpected     {renamed}_v2" in done.stderr
     assert not (tmp_path / "pwned").exists(), "loading a checkpoint ran code from it"
     done = run_cli(["eval", "ckpt_path=last", "task_name=nothing-here"], cwd=tmp_path, env=run["env"])
     assert done.returncode == 2 and "no checkpoints/last.ckpt under outputs/nothing-here" in done.stderr

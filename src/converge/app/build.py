@@ -24,6 +24,7 @@ from converge.plugin import resolve
 from converge.task import CHECKPOINT_KEY, TaskModule
 from converge.training.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from converge.training.finetuning import merge_checkpoint_adapters
+from converge.training.pretrained import key_report
 
 log = logging.getLogger("converge")
 
@@ -124,10 +125,28 @@ def load_task(path: Any) -> tuple[TaskModule, dict[str, Any]]:
     model = task_class(**checkpoint["hyper_parameters"])
     merge_adapters = merge_checkpoint_adapters(model, checkpoint)  # finetune=lora: plain weights once loaded
     model.on_load_checkpoint(checkpoint)
+    check_fits(model, checkpoint, path)
     model.load_state_dict(checkpoint["state_dict"])
     if merge_adapters:
         merge_adapters()
     return model, checkpoint
+
+
+def check_fits(task: TaskModule, checkpoint: Mapping[str, Any], path: Any) -> None:
+    """Refuse a checkpoint whose weights do not fit `task`, naming every key that differs (torch's strict load
+    stops at the first, as an error that reads like a bug in converge).
+
+    Raises:
+        CheckpointError: a key of the task or of the checkpoint missing from the other, or of another shape.
+    """
+    report = key_report(task, checkpoint["state_dict"])
+    if not report.clean:
+        raise CheckpointError(
+            f"{path}: its weights do not fit {type(task).__name__} as configured now:\n"
+            f"{report.table(applied=False)}\n"
+            "It was written with other model settings (model.*) or by another version of the task's plugin. "
+            "To start a new run from what fits, use it as pretrained weights: "
+            f"pretrained.source={path} pretrained.strict=false")
 
 
 # Callbacks that only report to the run's loggers: Lightning refuses to start them in a run without any.

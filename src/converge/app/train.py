@@ -19,7 +19,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from converge.app.build import build_callbacks, build_datamodule, build_task, build_trainer, instantiate_config, plain
+from converge.app.build import (
+    build_callbacks,
+    build_datamodule,
+    build_task,
+    build_trainer,
+    check_fits,
+    instantiate_config,
+    plain,
+)
 from converge.app.loggers import build_loggers, finish_failed_wandb_run, log_hparams
 from converge.app.logs import configure_console
 from converge.app.run_dir import discard_if_untrained
@@ -65,6 +73,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
     task = build_task(cfg, datamodule.spec())
     check_monitor(task, cfg.monitor.metric, cfg.monitor.mode)
     finetuning = prepare_transfer(cfg, task)  # pretrained weights (unless resuming), the finetune strategy
+    if cfg.ckpt_path:  # resuming: refused before anything starts if its weights do not fit the task
+        check_fits(task, read_checkpoint(Path(cfg.ckpt_path)), cfg.ckpt_path)
     loggers = build_loggers(cfg.get("logger"))
     callbacks = [*build_callbacks(cfg.get("callbacks"), with_loggers=bool(loggers)), EpochSeed(cfg.seed), *finetuning]
     trainer = build_trainer(cfg, callbacks, loggers)

@@ -70,13 +70,26 @@ class LoadReport:
     def clean(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
-    def table(self) -> str:
-        rows = [("loaded", f"{len(self.loaded)} keys", "")]
-        rows += [("missing", key, "left as initialised") for key in self.missing]
-        rows += [("unexpected", key, "ignored") for key in self.unexpected]
+    def table(self, applied: bool = True) -> str:
+        """The keys in a table; `applied=False` for a load that was refused (then nothing was left or ignored)."""
+        rows = [("loaded" if applied else "fitting", f"{len(self.loaded)} keys", "")]
+        rows += [("missing", key, "left as initialised" if applied else "") for key in self.missing]
+        rows += [("unexpected", key, "ignored" if applied else "") for key in self.unexpected]
         rows += [("shape mismatch", key, shapes) for key, shapes in self.mismatched.items()]
         width = max(len(key) for _, key, _ in rows)
         return "\n".join(f"  {kind:<15}{key:<{width}}  {note}".rstrip() for kind, key, note in rows)
+
+
+def key_report(module: nn.Module, state: Mapping[str, torch.Tensor]) -> LoadReport:
+    """How `state` fits `module`'s own state dict, key by key (nothing is loaded)."""
+    own = module.state_dict()
+    report = LoadReport(missing=sorted(own.keys() - state.keys()), unexpected=sorted(state.keys() - own.keys()))
+    for key in sorted(state.keys() & own.keys()):
+        if state[key].shape == own[key].shape:
+            report.loaded.append(key)
+        else:
+            report.mismatched[key] = f"{list(state[key].shape)} in the source vs {list(own[key].shape)}"
+    return report
 
 
 def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True, prefix: str = "",
@@ -98,19 +111,13 @@ def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], strict: boo
         ConfigError: a mismatch with `strict`, or no key of the source fits the module at all.
     """
     chosen = {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
-    own = module.state_dict()
-    report = LoadReport(missing=sorted(own.keys() - chosen.keys()), unexpected=sorted(chosen.keys() - own.keys()))
-    for key in sorted(chosen.keys() & own.keys()):
-        if chosen[key].shape == own[key].shape:
-            report.loaded.append(key)
-        else:
-            report.mismatched[key] = f"{list(chosen[key].shape)} in the source vs {list(own[key].shape)}"
+    report = key_report(module, chosen)
     log.info("%s into %s:\n%s", what, type(module).__name__, report.table())
     if not report.loaded:
-        raise ConfigError(f"{what}: no key fits {type(module).__name__} (prefix '{prefix}'):\n{report.table()}\n"
-                          f"{advice}")
+        raise ConfigError(f"{what}: no key fits {type(module).__name__} (prefix '{prefix}'):\n"
+                          f"{report.table(applied=False)}\n{advice}")
     if strict and not report.clean:
-        raise ConfigError(f"{what} do not match {type(module).__name__}:\n{report.table()}\n{advice}")
+        raise ConfigError(f"{what} do not match {type(module).__name__}:\n{report.table(applied=False)}\n{advice}")
     module.load_state_dict({key: chosen[key] for key in report.loaded}, strict=False)
     return report
 
