@@ -12,8 +12,12 @@ DDP = ["hardware=ddp_cpu", "debug=smoke", "~callbacks.progress_bar", "~callbacks
 
 
 
-def test_ddp_cpu_trains_one_world_in_one_run_directory(tabular: dict, tmp_path) -> None:
-    done = run_cli(["train", *tabular["overrides"], *DDP, "task_name=ddp"], cwd=tmp_path, env=tabular["env"])
+@pytest.mark.parametrize("world", [["hardware=ddp_cpu"], ["trainer.devices=2"]], ids=["ddp_cpu", "auto_strategy"])
+def test_ddp_cpu_trains_one_world_in_one_run_directory(world: list[str], tabular: dict, tmp_path) -> None:
+    """`hardware=ddp_cpu`, or several devices under the default `strategy: auto` (which Lightning makes DDP, its
+    ranks then started by re-running the command: they failed, and took the run down with them)."""
+    done = run_cli(["train", *tabular["overrides"], *DDP[1:], *world, "task_name=ddp"], cwd=tmp_path,
+                   env=tabular["env"])
     assert done.returncode == 0, done.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "ddp" / "runs").iterdir())
     assert len(runs) == 1, "every rank must use rank 0's run directory"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from converge.diagnostics.convergence import fit_outcome
 from converge.diagnostics.dashboards import _logging_step
-from converge.training.distributed import DDPStrategy, _ConfigLauncher
+from converge.training.distributed import _ConfigLauncher, start_ranks_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # The modules that keep a private internal (pinned below), and the one each may use.
@@ -42,18 +43,22 @@ def test_no_private_lightning_or_hydra_internal_but_the_isolated_ones() -> None:
     assert not found, "\n".join(found)
 
 
-def test_the_ddp_launcher_relies_on_what_lightning_still_provides() -> None:
+@pytest.mark.parametrize("strategy", ["ddp", "auto"])  # fsdp: the same launcher, on GPUs only
+def test_the_ddp_launcher_relies_on_what_lightning_still_provides(strategy: str) -> None:
     """converge.training.distributed replaces Lightning's _SubprocessScriptLauncher (ranks > 0 must not re-run
-    Hydra, tests/test_ddp.py): a Lightning upgrade that changes what it overrides or uses fails here first."""
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(process_group_backend="gloo"),
-                         logger=False, enable_progress_bar=False, enable_model_summary=False)
-    launcher = trainer.strategy._launcher
-    assert type(launcher) is _ConfigLauncher  # DDPStrategy._configure_launcher still builds a subprocess launcher
+    Hydra, tests/test_ddp.py) in every strategy that would start ranks by re-running the command (`auto` on
+    several devices picks DDP): a Lightning upgrade that changes what it overrides or uses fails here first."""
+    trainer = pl.Trainer(accelerator="cpu", devices=3, strategy=strategy, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    assert type(trainer.strategy.launcher) is _SubprocessScriptLauncher  # what Lightning still builds
+    start_ranks_from_config(trainer.strategy, {"seed": 1})
+    launcher = trainer.strategy.launcher
+    assert type(launcher) is _ConfigLauncher and launcher.run_config == {"seed": 1}
     assert list(inspect.signature(_SubprocessScriptLauncher.__init__).parameters) == [
         "self", "cluster_environment", "num_processes", "num_nodes"]
     assert "self._call_children_scripts()" in inspect.getsource(_SubprocessScriptLauncher.launch)  # still called
     assert callable(_SubprocessScriptLauncher._check_can_spawn_children)
-    assert launcher.procs == [] and (launcher.num_processes, launcher.num_nodes) == (2, 1)
+    assert launcher.procs == [] and (launcher.num_processes, launcher.num_nodes) == (3, 1)
     world = launcher.cluster_environment
     assert world.main_address and world.main_port and (world.node_rank(), world.local_rank()) == (0, 0)
 

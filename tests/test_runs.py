@@ -133,13 +133,18 @@ def test_checkpoint_errors_are_clear_and_leave_nothing(run: dict, tmp_path: Path
     torch.save(checkpoint, other)
     cases[other] = f"missing        {renamed}"
     # ... and what a user sees of it: one message, exit code 2, no run directory (a process each: the CLI's path)
+    # and a sound checkpoint evaluated on data of another plugin
+    last = run["dir"] / "checkpoints" / "last.ckpt"
     train = ["train", *run["overrides"], *SMOKE]
-    for command, path in ((train, corrupt), (["eval"], unsafe), (train, other), (["eval"], other)):
+    for command, path, message in ((train, corrupt, cases[corrupt]), (["eval"], unsafe, cases[unsafe]),
+                                   (train, other, cases[other]), (["eval"], other, cases[other]),
+                                   (["eval", "data=vision/digits"], last, "not the kind of data")):
         done = run_cli([*command, f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'run'}"], env=run["env"])
         assert done.returncode == 2, (command, done.stderr[-2000:])
-        assert cases[path] in done.stderr and "Traceback" not in done.stderr
+        assert message in done.stderr and "Traceback" not in done.stderr
         assert not (tmp_path / "run").exists()
-    assert f"unexpected     {renamed}_v2" in done.stderr
+        if path == other:
+            assert f"unexpected     {renamed}_v2" in done.stderr
     assert not (tmp_path / "pwned").exists(), "loading a checkpoint ran code from it"
     done = run_cli(["eval", "ckpt_path=last", "task_name=nothing-here"], cwd=tmp_path, env=run["env"])
     assert done.returncode == 2 and "no checkpoints/last.ckpt under outputs/nothing-here" in done.stderr

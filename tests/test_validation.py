@@ -23,6 +23,9 @@ def _run(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str]
 
 @pytest.mark.parametrize(("args", "line"), [
     ([DIGITS, "seed=banana"], "seed=banana: Input should be a valid integer"),  # int
+    ([DIGITS, "seed=-5"], "seed=-5: Input should be greater than or equal to 0"),  # numpy's seeds
+    ([DIGITS, "trainer.max_epochs=0"], "trainer.max_epochs=0: 0 would train nothing"),
+    ([DIGITS, "data.val_fraction=1.5"], "data.val_fraction=1.5: Input should be less than 1"),  # a plugin's range
     ([DIGITS, "model.label_smoothing=abc"], "model.label_smoothing=abc: Input should be a valid number"),  # float
     ([DIGITS, "monitor.metric=[1]"], "monitor.metric=[1]: Input should be a valid string"),  # str
     ([DIGITS, "test_after_fit=maybe"], "test_after_fit=maybe: Input should be a valid boolean"),  # bool
@@ -56,6 +59,20 @@ def test_each_kind_of_mistake_is_one_message_naming_the_key(args, line, capsys, 
     assert line in err
     assert err.count("converge: error:") == 1 and "Traceback" not in err
     assert not list(tmp_path.rglob(".hydra")), "no run directory is left"
+
+
+def test_a_monitored_metric_the_run_does_not_log_is_refused_after_its_first_validation(tabular: dict,
+                                                                                      tmp_path: Path) -> None:
+    """Only the logs can tell (a plugin's task logs what it likes): one message naming what is logged, exit 2,
+    and the run's directory removed (no checkpoint was written yet)."""
+    from converge.testing import run_cli
+
+    done = run_cli(["train", *tabular["overrides"], "debug=smoke", "~callbacks.progress_bar",
+                    "monitor.metric=val/mean_squared_error", "monitor.mode=min", f"hydra.run.dir={tmp_path / 'run'}"],
+                   env=tabular["env"])
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "unknown monitor.metric 'val/mean_squared_error'" in done.stderr and "val/mse" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
 
 
 def test_every_mistake_is_reported_at_once(capsys, tmp_path, monkeypatch) -> None:

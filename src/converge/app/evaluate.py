@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
@@ -39,6 +41,8 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     task, checkpoint = load_task(path)
     data = cfg.data if cfg.get("data") else OmegaConf.create(checkpoint["hyper_parameters"]["data"])
     datamodule = build_datamodule(data, cfg.seed)
+    if cfg.get("data"):
+        check_same_kind(datamodule.spec(), checkpoint["hyper_parameters"]["spec"], type(task).__name__)
     trainer = build_trainer(cfg, callbacks=[], loggers=build_loggers(cfg.get("logger")))
     run = trainer.test if cfg.split == "test" else trainer.validate
     results = run(task, datamodule=datamodule)
@@ -48,3 +52,18 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                                               "split": cfg.split, "metrics": metrics})
         log.info("%s metrics of %s written to %s", cfg.split, path, run_dir / METRICS_FILE)
     return metrics
+
+
+def check_same_kind(spec: Mapping[str, Any], trained: Mapping[str, Any], task: str) -> None:
+    """Refuse `data=...` of another kind than the task was trained on (another plugin's, or another layout of
+    the same plugin's: a fastText checkpoint on MiniLM word pieces), told by the keys of the two data specs;
+    their values (classes, sizes) are the task's and the data's business.
+
+    Raises:
+        ConfigError: the specs have different keys.
+    """
+    differing = sorted(set(spec) ^ set(trained))
+    if differing:
+        raise ConfigError(f"data: not the kind of data the checkpoint's {task} was trained on (the two data specs "
+                          f"differ in {', '.join(differing)}): evaluate it on data of its own plugin, or leave "
+                          "data unset for its own")

@@ -41,8 +41,8 @@ from converge.layout import HYDRA_DIR, write_text
 from converge.summary import KeptCheckpoint, RunSummary
 from converge.task import TaskModule
 from converge.training.checkpoint_io import read_checkpoint, resolve_checkpoint
-from converge.training.checkpoints import LastCheckpoint
-from converge.training.distributed import DDPStrategy, end_world
+from converge.training.checkpoints import LastCheckpoint, MonitorLogged
+from converge.training.distributed import end_world, start_ranks_from_config
 from converge.training.seeding import EpochSeed
 
 log = logging.getLogger("converge")
@@ -76,7 +76,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> float | None:
     if cfg.ckpt_path:  # resuming: refused before anything starts if its weights do not fit the task
         check_fits(task, read_checkpoint(Path(cfg.ckpt_path)), cfg.ckpt_path)
     loggers = build_loggers(cfg.get("logger"))
-    callbacks = [*build_callbacks(cfg.get("callbacks"), with_loggers=bool(loggers)), EpochSeed(cfg.seed), *finetuning]
+    callbacks = [MonitorLogged(cfg.monitor.metric), *build_callbacks(cfg.get("callbacks"), with_loggers=bool(loggers)),
+                 EpochSeed(cfg.seed), *finetuning]  # MonitorLogged first: it speaks before what reads the monitor
     trainer = build_trainer(cfg, callbacks, loggers)
 
     _fit(cfg, trainer, task, datamodule)
@@ -134,8 +135,7 @@ def check_monitor(task: TaskModule, metric: str, mode: str) -> None:
 
 def _fit(cfg: DictConfig, trainer: pl.Trainer, task: TaskModule, datamodule: DataModule) -> None:
     """Fit; a divergence stops it at once (the checkpoints hold the last finite weights; the summary says so)."""
-    if isinstance(trainer.strategy, DDPStrategy):
-        trainer.strategy.run_config = plain(cfg)  # the config ranks > 0 train
+    start_ranks_from_config(trainer.strategy, plain(cfg))
     if cfg.ckpt_path:
         log.info("resuming from %s", cfg.ckpt_path)
     try:

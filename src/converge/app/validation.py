@@ -102,12 +102,19 @@ def _devices(value: Any) -> Any:
     return value
 
 
+def _max_epochs(value: int) -> int:
+    if value == 0:
+        raise ValueError("0 would train nothing and then test the untrained model: to test a checkpoint, "
+                         "converge eval ckpt_path=...; -1 trains until early stopping")
+    return value
+
+
 class Hardware(_Open):
     """Trainer keys whose ranges the Trainer's signature does not state (its other keys: its signature)."""
 
     devices: Annotated[Any, AfterValidator(_devices)] = "auto"
     num_nodes: PositiveInt = 1
-    max_epochs: Annotated[int, Field(ge=-1)] | None = None
+    max_epochs: Annotated[int, Field(ge=-1), AfterValidator(_max_epochs)] | None = None
     min_epochs: Annotated[int, Field(ge=0)] | None = None
     check_val_every_n_epoch: PositiveInt | None = 1
     log_every_n_steps: PositiveInt | None = None
@@ -115,7 +122,7 @@ class Hardware(_Open):
 
 class _Command(_Open):
     task_name: Name
-    seed: int
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's seeds
     ckpt_path: Name | None = None
     plugins: Plugins = Plugins()
     paths: Paths = Paths()

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from converge.errors import ConfigError
+from converge.errors import ConfigError, UnknownNameError
 
 KEEP = ("best", "last")
 
@@ -39,3 +40,43 @@ class LastCheckpoint(ModelCheckpoint):
         # in a last-v1.ckpt that `ckpt_path=last` would never find.
         super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1,
                          enable_version_counter=False, **kwargs)
+
+
+class MonitorLogged(pl.Callback):
+    """Refuse a monitored metric the run does not log (`val/accuracy` for `val/acc`) as soon as the logs can
+    tell: early stopping would fail on it as a bare RuntimeError, and a run keeping its last epoch would report
+    it as missing, silently. Only the logs can tell, as a plugin's task may log metrics of its own.
+
+    A validation metric is checked when the first validation ends, before anything reads it; any other (a
+    training loss's epoch mean, a callback's) when the second epoch starts.
+
+    Args:
+        metric: `monitor.metric`.
+
+    Raises:
+        UnknownNameError: the metric is not among those logged, with the names that are.
+    """
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.epochs_ended = 0
+        self.checked = False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.metric.startswith("val/") and not trainer.sanity_checking:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.epochs_ended += 1
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.epochs_ended:
+            self._check(trainer)
+
+    def _check(self, trainer: pl.Trainer) -> None:
+        if self.checked:
+            return
+        self.checked = True
+        if self.metric not in trainer.callback_metrics:
+            raise UnknownNameError("monitor.metric", self.metric, trainer.callback_metrics,
+                                   hint="Set monitor.metric to one of them (and monitor.mode if it is not the task's).")

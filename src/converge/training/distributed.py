@@ -1,12 +1,15 @@
-"""DDP whose extra ranks start from the composed config instead of re-running the command.
+"""Distributed ranks that start from the composed config instead of re-running the command.
 
-Lightning starts the other ranks of a DDP world by running the script again
+Lightning starts the other ranks of a DDP or FSDP world by running the script again
 with Hydra overrides appended. Under `converge train` that re-runs Hydra in
 every rank: with `-m` each rank re-launches the whole sweep, and a timestamped
 run directory can differ between ranks (Lightning #11300, lightning-hydra-template
-#393). Here rank 0 hands its resolved config to `python -m converge.training.distributed`
-through the environment (`RANK_ENTRY`, in converge.app), so every rank trains the
-same config in the same run directory, and only rank 0 ever ran Hydra.
+#393); and the `converge` command is not one Lightning can re-run at all (the ranks
+failed, and rank 0 waited for them for good). Here rank 0 hands its resolved config to
+`python -m converge.app.ddp_rank` through the environment, so every rank trains the
+same config in the same run directory, and only rank 0 ever ran Hydra. It applies to
+whatever strategy the trainer has: `hardware=ddp`, `fsdp`, or `strategy: auto` given
+several devices.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import torch
-from lightning.pytorch.strategies import DDPStrategy as _LightningDDPStrategy
+from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 RUN_CONFIG_ENV = "CONVERGE_RUN_CONFIG"
@@ -26,16 +30,13 @@ _WORLD_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SI
 
 
 class _ConfigLauncher(_SubprocessScriptLauncher):
-    """Starts local ranks 1..N-1 as `python -m converge.app.ddp_rank`."""
+    """Starts local ranks 1..N-1 as `python -m converge.app.ddp_rank` with `run_config`."""
 
-    def __init__(self, strategy: DDPStrategy) -> None:
+    def __init__(self, strategy: Any, run_config: dict[str, Any]) -> None:
         super().__init__(strategy.cluster_environment, strategy.num_processes, strategy.num_nodes)
-        self.strategy = strategy
+        self.run_config = run_config
 
     def _call_children_scripts(self) -> None:
-        run_config = self.strategy.run_config
-        if run_config is None:  # not started by converge: Lightning's own behaviour
-            return super()._call_children_scripts()
         self._check_can_spawn_children()
         self.saved_environment = {name: os.environ.get(name) for name in _WORLD_ENV}
         os.environ["MASTER_ADDR"] = self.cluster_environment.main_address
@@ -44,7 +45,7 @@ class _ConfigLauncher(_SubprocessScriptLauncher):
         os.environ["LOCAL_RANK"] = str(self.cluster_environment.local_rank())
         os.environ["WORLD_SIZE"] = str(self.num_processes * self.num_nodes)
         for local_rank in range(1, self.num_processes):
-            env = {**os.environ, "LOCAL_RANK": str(local_rank), RUN_CONFIG_ENV: json.dumps(run_config)}
+            env = {**os.environ, "LOCAL_RANK": str(local_rank), RUN_CONFIG_ENV: json.dumps(self.run_config)}
             command = [sys.executable, "-m", RANK_ENTRY]
             self.procs.append(subprocess.Popen(command, env=env))
 
@@ -59,15 +60,17 @@ class _ConfigLauncher(_SubprocessScriptLauncher):
                 os.environ[name] = value
 
 
-class DDPStrategy(_LightningDDPStrategy):
-    """Lightning's DDPStrategy with a launcher that does not re-run Hydra (see module doc)."""
+def start_ranks_from_config(strategy: Strategy, run_config: dict[str, Any]) -> None:
+    """Have the ranks `strategy` starts from this process train `run_config` (see the module doc). A strategy
+    without ranks to start (one device) is left as it is; under torchrun or SLURM, which start every rank,
+    the launcher starts none.
 
-    run_config: dict | None = None  # set by converge.app before fit: the resolved config of this run
-
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        if isinstance(self._launcher, _SubprocessScriptLauncher):
-            self._launcher = _ConfigLauncher(self)
+    Args:
+        strategy: the trainer's, before `fit`.
+        run_config: the run's resolved config, as plain data.
+    """
+    if type(strategy.launcher) is _SubprocessScriptLauncher:  # Lightning's: it would re-run the command
+        strategy._launcher = _ConfigLauncher(strategy, run_config)
 
 
 def end_world(strategy: object) -> None:
@@ -80,6 +83,6 @@ def end_world(strategy: object) -> None:
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-    launcher = getattr(strategy, "_launcher", None)
+    launcher = getattr(strategy, "launcher", None)
     if isinstance(launcher, _ConfigLauncher):
         launcher.end_world()

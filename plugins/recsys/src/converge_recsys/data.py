@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from itertools import chain
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch.utils.data import DataLoader, Dataset
 
 from converge import ConfigError, DataError, DataModule, SeededDataset
@@ -24,6 +25,9 @@ from converge_recsys.splits import split as split_rows
 TASKS = ("rating", "ranking")
 MISSED = 2.0  # target of a relevant item that cannot be ranked (absent from training): counted, never hit
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+# A share of the data held out for a split: a value outside it is refused before anything runs.
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class Rows(Dataset):
@@ -99,8 +103,8 @@ class RecsysData(DataModule):
     (`eval_negatives: 0`, full ranking) or the held-out items among `eval_negatives` sampled ones.
     """
 
-    def __init__(self, source: Any, task: str = "rating", split: str = "random", val_fraction: float = 0.1,
-                 test_fraction: float = 0.1, num_folds: int | None = None, fold: int = 0, split_seed: int = 0,
+    def __init__(self, source: Any, task: str = "rating", split: str = "random", val_fraction: Fraction = 0.1,
+                 test_fraction: Fraction = 0.1, num_folds: int | None = None, fold: int = 0, split_seed: int = 0,
                  rating_scale: Sequence[float] = (1.0, 5.0), unknown_ids: str = "fallback",
                  user_features: Sequence[Mapping[str, Any]] = (), item_features: Sequence[Mapping[str, Any]] = (),
                  negatives: int = 4, eval_negatives: int = 0, positive_threshold: float | None = None,

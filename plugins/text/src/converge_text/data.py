@@ -10,10 +10,11 @@ and the class names are learned from the training split alone and returned by
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch.utils.data import DataLoader, Dataset
 
 from converge import ConfigError, DataError, DataModule, check_folds, stratified_split, validation_split
@@ -22,6 +23,9 @@ from converge_text.tokenizer import TextTokenizer, pad
 
 _TOKENIZER_DEFAULTS = {"max_vocab": 50_000, "min_count": 1, "bigram_buckets": 0, "max_words": 512, "lowercase": True,
                        "term_frequency": "raw", "pretrained": None}
+
+# A share of the data held out for a split: a value outside it is refused before anything runs.
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class EncodedTexts(Dataset):
@@ -62,8 +66,8 @@ class TextClassificationData(DataModule):
             test unchanged, so pair it with a fixed schedule, monitor.keep=last); null trains on all.
     """
 
-    def __init__(self, source: Any, tokenizer: Mapping[str, Any] | None = None, test_fraction: float = 0.2,
-                 val_fraction: float = 0.1, split_seed: int = 0, max_docs: int | None = None,
+    def __init__(self, source: Any, tokenizer: Mapping[str, Any] | None = None, test_fraction: Fraction = 0.2,
+                 val_fraction: Fraction = 0.1, split_seed: int = 0, max_docs: int | None = None,
                  num_folds: int | None = None, fold: int = 0, per_class: int | None = None, **loader: Any) -> None:
         super().__init__(**loader)
         check_folds(num_folds, fold)

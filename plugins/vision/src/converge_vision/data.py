@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from pydantic import Field
 from torchvision.transforms import v2
 
 from converge import ConfigError, DataModule, SeededDataset, check_folds, stratified_split, validation_split
 from converge_vision.sources import ImageSet
 
 _STATS_SAMPLE = 2000  # images used for the normalisation statistics (all of them for small sets)
+
+# A share of the data held out for a split: a value outside it is refused before anything runs.
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class _Subset(SeededDataset):
@@ -44,7 +48,7 @@ class ImageClassificationData(DataModule):
     a small labelled set, as transfer learning meets it.
     """
 
-    def __init__(self, source: Any, test_fraction: float = 0.2, val_fraction: float = 0.1, split_seed: int = 0,
+    def __init__(self, source: Any, test_fraction: Fraction = 0.2, val_fraction: Fraction = 0.1, split_seed: int = 0,
                  train_transforms: Sequence[Any] = (), num_folds: int | None = None, fold: int = 0,
                  label_fraction: float = 1.0, **loader: Any) -> None:
         super().__init__(**loader)
