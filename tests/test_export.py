@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -90,3 +92,16 @@ def test_the_exporters_empty_constant_warning_is_dropped_and_nothing_else(caplog
         logger.warning("something a user should see")
     assert [record.getMessage() for record in caplog.records] == ["something a user should see"]
     assert not logger.filters  # removed again after the export
+
+
+def test_a_bundle_folder_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    from converge.errors import ConfigError
+    from converge.layout import atomic_folder
+
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ConfigError, match="cannot create it"), atomic_folder(tmp_path / "a_file" / "bundle"):
+        pass  # export.dir under a file (or /proc, or a read-only disk): one message, not a traceback
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "bundle") as staging:
+        (staging / "model.onnx").write_text("half")
+        raise RuntimeError("the export failed half-way")
+    assert [path.name for path in tmp_path.iterdir()] == ["a_file"]

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from converge.errors import ConfigError
+
 HYDRA_DIR = ".hydra"  # the config Hydra composed (config.yaml: resolved by converge train), the overrides
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
@@ -68,7 +70,10 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     next to it, renamed to `path` when the body succeeds and removed when it fails. `path` may exist if empty."""
     staging = path.with_name(f".{path.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as error:  # a folder that cannot be made there: the user's path, one clear error
+        raise ConfigError(f"{path}: cannot create it ({error.strerror}): choose another folder") from None
     try:
         yield staging
         if path.exists():
