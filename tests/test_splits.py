@@ -46,3 +46,11 @@ def test_bad_fold_settings_are_a_config_error(num_folds: int, fold: int) -> None
     with pytest.raises(ConfigError, match=rf"data.fold={fold} must be in \[0, data.num_folds={num_folds}\)"):
         check_folds(num_folds, fold)
     check_folds(None, fold)  # no cross-validation: the fold is not used
+
+
+def test_more_folds_than_the_largest_class_has_samples_is_refused() -> None:
+    """Each class is dealt round-robin from fold 0: folds past the largest class would validate on nothing."""
+    labels = np.repeat([0, 1, 2], [4, 6, 5])
+    assert all(len(stratified_fold(labels, 6, fold, seed=0)[1]) for fold in range(6))
+    with pytest.raises(ConfigError, match="the largest class has 6 training samples"):
+        stratified_fold(labels, 7, 0, seed=0)
