@@ -73,6 +73,10 @@ def test_a_monitored_metric_the_run_does_not_log_is_refused_after_its_first_vali
     assert done.returncode == 2, done.stderr[-2000:]
     assert "unknown monitor.metric 'val/mean_squared_error'" in done.stderr and "val/mse" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+    # a validation metric is awaited until validation runs, which may not be every epoch
+    done = run_cli(["train", *tabular["overrides"], "debug=smoke", "~callbacks.progress_bar", "trainer.max_epochs=2",
+                    "trainer.check_val_every_n_epoch=2", f"hydra.run.dir={tmp_path / 'run'}"], env=tabular["env"])
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_every_mistake_is_reported_at_once(capsys, tmp_path, monkeypatch) -> None:

@@ -62,15 +62,19 @@ class MonitorLogged(pl.Callback):
         self.epochs_ended = 0
         self.checked = False
 
+    @property
+    def validation_metric(self) -> bool:
+        return self.metric.startswith("val/")
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.metric.startswith("val/") and not trainer.sanity_checking:
+        if self.validation_metric and not trainer.sanity_checking:
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epochs_ended += 1
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.epochs_ended:
+        if self.epochs_ended and not self.validation_metric:  # validation may not run every epoch
             self._check(trainer)
 
     def _check(self, trainer: pl.Trainer) -> None:
