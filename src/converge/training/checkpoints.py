@@ -8,6 +8,8 @@ among its epochs picks noise.
 even in an epoch that also wrote the kept checkpoint. Hard-linking it to that checkpoint instead saved one
 checkpoint write in those epochs (about 7 ms of CPU, 1% of a digits epoch: bench/callback_costs.py), at
 the price of five private fields of Lightning's ModelCheckpoint: not worth it.
+
+`MonitorLogged` makes sure the metric the kept checkpoint (and early stopping) follow is one the run logs.
 """
 
 from __future__ import annotations
