@@ -5,7 +5,7 @@ with Hydra overrides appended. Under `converge train` that re-runs Hydra in
 every rank: with `-m` each rank re-launches the whole sweep, and a timestamped
 run directory can differ between ranks (Lightning #11300, lightning-hydra-template
 #393); and the `converge` command is not one Lightning can re-run at all (the ranks
-failed, and rank 0 waited for them for good). Here rank 0 hands its resolved config to
+failed, and Lightning's process observer killed the run). Here rank 0 hands its resolved config to
 `python -m converge.app.ddp_rank` through the environment, so every rank trains the
 same config in the same run directory, and only rank 0 ever ran Hydra. It applies to
 whatever strategy the trainer has: `hardware=ddp`, `fsdp`, or `strategy: auto` given
