@@ -164,3 +164,16 @@ def test_seeded_deterministic_runs_give_identical_weights(tabular: dict, tmp_pat
         weights.append(torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_eval_data_of_another_layout_is_refused_where_the_specs_part() -> None:
+    """A fastText checkpoint on MiniLM word pieces: the same top-level keys, another tokenizer under them (it scored
+    chance, silently); the values (another vocabulary, other classes) are the plugin's business."""
+    from converge.app.evaluate import check_same_kind
+    from converge.errors import ConfigError
+
+    words = {"num_ids": 9, "tokenizer": {"kind": "words", "vocabulary": ["a", "b"]}}
+    pieces = {"num_ids": 9, "tokenizer": {"kind": "wordpiece", "definition": {"model": {"vocab": {"a": 0, "##b": 1}}}}}
+    check_same_kind({"num_ids": 3, "tokenizer": {"kind": "words", "vocabulary": ["c"]}}, words, "TextClassifier")
+    with pytest.raises(ConfigError, match=r"differ in tokenizer\.definition, tokenizer\.vocabulary\)"):
+        check_same_kind(pieces, words, "TextClassifier")

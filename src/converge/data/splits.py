@@ -44,13 +44,14 @@ def stratified_fold(labels: np.ndarray, num_folds: int, fold: int, seed: int) ->
     if not 0 <= fold < num_folds:
         raise ValueError(f"fold must be in [0, {num_folds}), got {fold}")
     labels = np.asarray(labels)
-    largest = int(np.unique(labels, return_counts=True)[1].max(initial=0))
+    classes, sizes = np.unique(labels, return_counts=True)
+    largest = int(sizes.max(initial=0))
     if num_folds > largest:  # dealt round-robin, the folds past every class's size would validate on nothing
         raise ConfigError(f"data.num_folds={num_folds} (cv.folds): the largest class has {largest} training "
                           f"samples, so folds past {largest} would hold none: use at most {largest} folds")
     rng = np.random.default_rng(seed)
     held_out = []
-    for label in np.unique(labels):
+    for label in classes:
         members = np.flatnonzero(labels == label)
         rng.shuffle(members)
         held_out.append(members[fold::num_folds])
